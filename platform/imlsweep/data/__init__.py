@@ -1,0 +1,1 @@
+"""Prompt encodings, sampling and mixing, tokenization and packing on Ray Data."""

@@ -1,0 +1,1 @@
+"""Ray Train worker loop, DeepSpeed config, model loading, checkpoints."""

@@ -1,0 +1,82 @@
+"""Models: a hub id or local path through `from_pretrained`, or a tiny model built from a bundled config.
+
+`tiny-llama`, `tiny-opt` (decoder-only) and `tiny-t5` (encoder-decoder) are built from
+`assets/tiny_models/<name>.json` with the bundled tokenizer: what tests and the quickstart train.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, PretrainedConfig, PreTrainedModel
+
+from imlsweep.assets import TINY_MODELS_DIR
+from imlsweep.config import StrictModel
+from imlsweep.data.tokenizer import TINY_TOKENIZER
+from imlsweep.errors import UserError
+
+ModelKind = Literal["causal", "seq2seq"]
+
+
+class ModelConfig(StrictModel):
+    name: str = Field(description="hub id, local folder, or a bundled tiny model: " + ", ".join(
+        sorted(p.stem for p in TINY_MODELS_DIR.glob("*.json"))))
+    tokenizer: str | None = Field(default=None, description="defaults to the model's own (or `tiny`)")
+    dropout: float | None = Field(default=0.1, description="override of every dropout rate; null keeps the model's")
+    seed: int = Field(default=0, description="initialisation seed of tiny models")
+
+    @property
+    def is_tiny(self) -> bool:
+        return (TINY_MODELS_DIR / f"{self.name}.json").is_file()
+
+    @property
+    def tokenizer_name(self) -> str:
+        if self.tokenizer is not None:
+            return self.tokenizer
+        return TINY_TOKENIZER if self.is_tiny else self.name
+
+
+def model_config(config: ModelConfig) -> PretrainedConfig:
+    """The transformers config, without loading weights; fails early on an unknown model."""
+    if config.is_tiny:
+        values = json.loads((TINY_MODELS_DIR / f"{config.name}.json").read_text())
+        model_type = values.pop("model_type")
+        hf_config = AutoConfig.for_model(model_type, **values)
+    else:
+        if looks_like_path(config.name) and not Path(config.name).exists():
+            raise UserError(f"model.name: local path {config.name!r} does not exist")
+        try:
+            hf_config = AutoConfig.from_pretrained(config.name)
+        except (OSError, ValueError) as error:
+            raise UserError(f"model.name: {config.name!r} is neither a bundled tiny model, a local folder "
+                            f"nor a reachable hub id ({error})") from None
+    if config.dropout is not None:
+        for key in ("dropout", "dropout_rate", "attention_dropout", "hidden_dropout", "embd_pdrop",
+                    "resid_pdrop", "attn_pdrop", "hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if hasattr(hf_config, key):
+                setattr(hf_config, key, config.dropout)
+    return hf_config
+
+
+def model_kind(hf_config: PretrainedConfig) -> ModelKind:
+    return "seq2seq" if hf_config.is_encoder_decoder else "causal"
+
+
+def load_model(config: ModelConfig, init_from: str | None = None) -> PreTrainedModel:
+    """Weights from `init_from` (an HF folder) if given, else the model's own, else a seeded init."""
+    import torch
+
+    hf_config = model_config(config)
+    auto = AutoModelForSeq2SeqLM if model_kind(hf_config) == "seq2seq" else AutoModelForCausalLM
+    source = init_from or (None if config.is_tiny else config.name)
+    if source is None:
+        torch.manual_seed(config.seed)
+        return auto.from_config(hf_config)
+    return auto.from_pretrained(source, config=hf_config)
+
+
+def looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") > 1

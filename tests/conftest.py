@@ -1,0 +1,36 @@
+"""Shared fixtures: one local Ray instance per test session, no network, W&B offline."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Before anything imports Ray, transformers or wandb.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["WANDB_MODE"] = "offline"
+os.environ.pop("WANDB_API_KEY", None)
+
+from imlsweep.assets import SUPERNI_SAMPLE_DIR  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def superni_dir():
+    """The bundled, real SuperNI sample in the allenai/natural-instructions layout (read-only)."""
+    return SUPERNI_SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray instance shared by the whole session. Logical CPUs exceed the 2 real cores so a
+    Tune trial (1 CPU) can hold two Ray Train workers (1 CPU each)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "offline"}})
+    yield ray
+    ray.shutdown()
