@@ -34,3 +34,19 @@ def ray_local():
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "offline"}})
     yield ray
     ray.shutdown()
+
+
+REPO_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent
+SAMPLE_CORPUS_CONFIG = REPO_DIR / "sweeps" / "corpora" / "superni_sample.yaml"
+
+
+@pytest.fixture(scope="session")
+def sample_corpus(tmp_path_factory):
+    """The bundled SuperNI sample built once per session with sweeps/corpora/superni_sample.yaml
+    (small per-task test/validation sizes, so held-out tasks keep a training pool)."""
+    from imlsweep.corpus.build import build_corpus
+    from imlsweep.corpus.config import load_corpus_config
+
+    out = tmp_path_factory.mktemp("corpus") / "superni_sample"
+    build_corpus(load_corpus_config(SAMPLE_CORPUS_CONFIG), out)
+    return out
