@@ -41,6 +41,12 @@ SAMPLE_CORPUS_CONFIG = REPO_DIR / "sweeps" / "corpora" / "superni_sample.yaml"
 
 
 @pytest.fixture(scope="session")
+def sample_corpus_config():
+    """sweeps/corpora/superni_sample.yaml: the corpus config of the bundled sample."""
+    return SAMPLE_CORPUS_CONFIG
+
+
+@pytest.fixture(scope="session")
 def sample_corpus(tmp_path_factory):
     """The bundled SuperNI sample built once per session with sweeps/corpora/superni_sample.yaml
     (small per-task test/validation sizes, so held-out tasks keep a training pool)."""

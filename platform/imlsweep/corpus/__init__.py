@@ -1,0 +1,1 @@
+"""The consolidated task corpus: benchmark adapters, categories, splits, caps, leakage check, build."""

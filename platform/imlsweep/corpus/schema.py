@@ -1,0 +1,58 @@
+"""The corpus row and manifest schemas: one row per (task, example, template), Arrow-native."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SPLITS = ("train", "validation", "test")
+LEVELS = ("fully_held_out", "partially_supervised", "fully_supervised")
+INSTRUCTION_TYPES = ("task", "instance", "keywords")
+
+DEMONSTRATION_TYPE = pa.struct([("input", pa.string()), ("output", pa.string()), ("explanation", pa.string())])
+
+ROW_SCHEMA = pa.schema(
+    [
+        ("task_id", pa.string()),
+        ("benchmark", pa.string()),
+        ("data_source", pa.string()),
+        ("category", pa.string()),
+        ("instruction_type", pa.string()),
+        ("definition", pa.string()),
+        ("positive_examples", pa.list_(DEMONSTRATION_TYPE)),
+        ("negative_examples", pa.list_(DEMONSTRATION_TYPE)),
+        ("template_id", pa.string()),
+        ("input", pa.string()),
+        ("outputs", pa.list_(pa.string())),
+        ("candidates", pa.list_(pa.string())),
+        ("split", pa.string()),
+        ("level", pa.string()),
+        ("example_id", pa.string()),
+        ("language", pa.string()),
+        ("source_index", pa.int64()),
+    ]
+)
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("task_id", pa.string()),
+        ("benchmark", pa.string()),
+        ("category", pa.string()),
+        ("split", pa.string()),
+        ("level", pa.string()),
+        ("n_examples", pa.int64()),
+        ("n_train", pa.int64()),
+        ("n_validation", pa.int64()),
+        ("n_test", pa.int64()),
+        ("data_source", pa.string()),
+        ("instruction_type", pa.string()),
+        ("language", pa.string()),
+    ]
+)
+
+# A task drawn from several sources stores them joined with this separator in `data_source`.
+DATA_SOURCE_SEPARATOR = ";"
+
+
+def data_sources(value: str) -> set[str]:
+    """The individual sources named in a `data_source` value."""
+    return {part.strip().lower() for part in value.split(DATA_SOURCE_SEPARATOR) if part.strip()}
