@@ -1,0 +1,122 @@
+"""`build_report`: a sweep directory's results -> report.html + PNG figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from imlsweep.report import html
+from imlsweep.report.mixing import combined_scores, mixing_tables, value_label
+from imlsweep.report.plots import efficiency_by_category_figure, efficiency_figure, mixing_figure
+from imlsweep.report.results import SweepResults, load_sweep_results, trial_counts
+from imlsweep.report.sample_efficiency import (
+    club_small_categories,
+    data_needed_to_match,
+    efficiency_points,
+    power_law_fits,
+)
+
+REPORT_FILE = "report.html"
+TASK_TABLE_COLUMNS = ("trial", "status", "task_id", "category", "level", "shots", "score", "rougeL",
+                      "exact_match", "accuracy", "n_eval", "train_examples", "train_time_s")
+
+
+@dataclass
+class ReportPaths:
+    html: Path
+    figures: list[Path] = field(default_factory=list)
+
+    @property
+    def out_dir(self) -> Path:
+        return self.html.parent
+
+
+def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> ReportPaths:
+    """Write report.html (self-contained) and its PNG figures; `out_dir` defaults to SWEEP_DIR/report."""
+    results = load_sweep_results(sweep_dir)
+    out = Path(out_dir) if out_dir is not None else Path(sweep_dir) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = ReportPaths(html=out / REPORT_FILE)
+    sections = [html.summary_section(results.name, trial_counts(results), wandb_link(results.spec, Path(sweep_dir)),
+                                     len(results.table))]
+    if results.has_sample_efficiency:
+        sections.append(sample_efficiency_section(results, out, paths.figures))
+    for key in results.mixing_keys:
+        sections.append(mixing_section(results, key, out, paths.figures))
+    sections.append("<h2>Per task</h2>" + html.frame_table(task_table(results), sortable=True))
+    paths.html.write_text(html.page(f"Sweep {results.name}", sections), encoding="utf-8")
+    return paths
+
+
+def sample_efficiency_section(results: SweepResults, out: Path, figures: list[Path]) -> str:
+    table = results.table
+    points = efficiency_points(table)
+    fits = power_law_fits(points)
+    parts = ["<h2>Sample efficiency</h2>",
+             '<p class="note">ROUGE-L (mean over evaluated instances) against training samples per task, '
+             'log scale. Lines: trained with instructions, one per setting; markers: baselines '
+             'without instructions, in their setting\'s colour; dashed line: the best fully supervised baseline; dotted: power-law '
+             'fit. "all" is placed at the mean training-pool size of the tasks.</p>']
+    if points.empty:
+        return "\n".join(parts + ['<p class="note">No finished trial yet.</p>'])
+    figures.append(efficiency_figure(points, fits, out / "sample_efficiency.png"))
+    parts.append(html.image(figures[-1], "sample efficiency, overall"))
+    clubbed = table.assign(category=club_small_categories(table["category"], table["task_id"]))
+    by_category = efficiency_points(clubbed, group="category")
+    figures.append(efficiency_by_category_figure(by_category, out / "sample_efficiency_by_category.png"))
+    parts.append("<h3>By category</h3>" + html.image(figures[-1], "sample efficiency by category"))
+    parts.append("<h3>Data needed to match</h3>" + html.needed_table(data_needed_to_match(points)))
+    parts.append('<h3>Power-law fit: score = a &minus; b &middot; n<sup>&minus;c</sup></h3>' + html.fits_table(fits))
+    overview = points.assign(series=points["series"].str.replace("_", "-")).pivot_table(
+        index="series", columns="samples", values="score")
+    overview = overview[list(points.sort_values("n").drop_duplicates("samples")["samples"])]
+    parts.append("<h3>Scores</h3>" + html.frame_table(overview, index_label="series"))
+    return "\n".join(parts)
+
+
+def mixing_section(results: SweepResults, key: str, out: Path, figures: list[Path]) -> str:
+    tables = mixing_tables(results.table, [key])
+    if not tables:
+        return html.mixing_section(key, [], None)
+    combined = combined_scores(tables)
+    numeric = pd.to_numeric(pd.Series(combined.index), errors="coerce")
+    figure = mixing_figure(combined, key, out / f"mixing_{safe_name(key)}.png",
+                           None if numeric.isna().any() else numeric.tolist())
+    figures.append(figure)
+    return html.mixing_section(key, tables, figure)
+
+
+def task_table(results: SweepResults) -> pd.DataFrame:
+    columns = [c for c in TASK_TABLE_COLUMNS[:2] if c in results.table.columns] + results.swept_keys
+    columns += [c for c in TASK_TABLE_COLUMNS[2:] if c in results.table.columns]
+    table = results.table[columns].copy()
+    for key in results.swept_keys:
+        table[key] = table[key].map(lambda value: value if isinstance(value, (int, float, bool)) else value_label(value))
+    return table.sort_values([c for c in ("trial", "task_id", "shots") if c in table.columns]).reset_index(drop=True)
+
+
+def safe_name(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
+
+
+def wandb_link(spec: dict[str, Any], sweep_dir: Path) -> dict[str, str] | None:
+    """The W&B project and group (the sweep's name); a link when the runs went to the server.
+
+    `mode: auto` runs online only when WANDB_API_KEY was set, so the trial directories tell:
+    online runs leave `wandb/run-*`, offline ones `wandb/offline-run-*`."""
+    tracking = spec.get("tracking")
+    if not isinstance(tracking, dict) or not tracking.get("wandb", True) or not tracking.get("project"):
+        return None
+    mode = tracking.get("mode", "auto")
+    online = mode == "online" or (mode == "auto" and any(sweep_dir.glob("*/wandb/run-*")))
+    group = spec.get("name") or sweep_dir.name
+    label = f"project {tracking['project']}, group {group}"
+    if not online:
+        return {"label": label + " (offline runs: `wandb sync` them to see them online)"}
+    entity = tracking.get("entity")
+    if not entity:
+        return {"label": label + " (under your default entity)"}
+    return {"label": label, "url": f"https://wandb.ai/{entity}/{tracking['project']}/groups/{group}"}

@@ -1,0 +1,27 @@
+"""`imlsweep report SWEEP_DIR [--out DIR]`: write the HTML report and print where it is."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a sweep directory holding results.parquet")
+    parser.add_argument("--out", metavar="DIR", default=None, help="where to write it (default SWEEP_DIR/report)")
+    parser.add_argument("--json", action="store_true", help="print the paths as JSON on stdout")
+    parser.set_defaults(handler=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from imlsweep.report.build import build_report
+
+    paths = build_report(args.sweep_dir, args.out)
+    if args.json:
+        print(json.dumps({"html": str(paths.html), "figures": [str(p) for p in paths.figures]}))
+    else:
+        print(f"report: {paths.html}")
+        for figure in paths.figures:
+            print(f"figure: {figure}", file=sys.stderr)
+    return 0

@@ -1,0 +1,140 @@
+"""The report page: one self-contained HTML file (figures inlined as data URIs, no network)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from imlsweep.report.mixing import COMBINED, MixingTable
+from imlsweep.report.sample_efficiency import PowerLawFit
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.86em; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; }
+th { background: #f3f3f3; } td.text, th.text { text-align: left; }
+tr.best td { background: #e6f4e6; font-weight: bold; }
+table.sortable th { cursor: pointer; user-select: none; }
+table.sortable th:after { content: " \\2195"; color: #aaa; }
+.note { color: #666; font-size: 0.9em; } img { max-width: 100%; border: 1px solid #eee; }
+"""
+
+# Click a header to sort by it; click again to reverse. Numbers sort as numbers, blanks last.
+SORT_SCRIPT = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  table.querySelectorAll("th").forEach(function (th, column) {
+    th.addEventListener("click", function () {
+      var body = table.tBodies[0], rows = Array.from(body.rows);
+      var ascending = th.dataset.order !== "asc"; th.dataset.order = ascending ? "asc" : "desc";
+      function key(row) { var t = row.cells[column].textContent.trim(); var n = parseFloat(t);
+        return t === "" ? null : (isNaN(n) || !/^-?[\\d.]/.test(t) ? t : n); }
+      rows.sort(function (a, b) { var x = key(a), y = key(b);
+        if (x === null) return 1; if (y === null) return -1;
+        var c = (typeof x === typeof y) ? (x < y ? -1 : x > y ? 1 : 0) : (typeof x === "number" ? -1 : 1);
+        return ascending ? c : -c; });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def cell(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "<td></td>"
+    if isinstance(value, bool):
+        return f'<td class="text">{esc(value)}</td>'
+    if isinstance(value, (int, float)):
+        text = f"{value:,.{digits}f}" if isinstance(value, float) else f"{value}"
+        return f"<td>{text}</td>"
+    return f'<td class="text">{esc(value)}</td>'
+
+
+def image(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<p><img alt="{esc(alt)}" src="data:image/png;base64,{data}"></p>'
+
+
+def frame_table(frame: pd.DataFrame, index_label: str | None = None, best: str | None = None,
+                sortable: bool = False, digits: int = 2) -> str:
+    header = ([f'<th class="text">{esc(index_label)}</th>'] if index_label is not None else [])
+    header += [f"<th>{esc(column)}</th>" for column in frame.columns]
+    css = ' class="sortable"' if sortable else ""
+    lines = [f'<table{css}><thead><tr>{"".join(header)}</tr></thead><tbody>']
+    for index, row in frame.iterrows():
+        css = ' class="best"' if best is not None and index == best else ""
+        cells = ([f'<td class="text">{esc(index)}{" &#9733;" if css else ""}</td>'] if index_label is not None else [])
+        cells += [cell(value, digits) for value in row.tolist()]
+        lines.append(f"<tr{css}>{''.join(cells)}</tr>")
+    lines.append("</tbody></table>")
+    return "\n".join(lines)
+
+
+def summary_section(name: str, counts: dict[str, Any], wandb: dict[str, str] | None, n_rows: int) -> str:
+    planned = counts.get("trials_planned")
+    trials = f"{counts['trials_in']} of {planned} trials" if planned else f"{counts['trials_in']} trials"
+    statuses = ", ".join(f"{status}: {count}" for status, count in sorted(counts["by_status"].items()))
+    parts = [f"<h1>Sweep {esc(name)}</h1>",
+             f"<p><b>{trials}</b> in the results table ({esc(statuses)}; {n_rows} result rows).</p>"]
+    if planned and counts["trials_in"] < planned:
+        parts.append('<p class="note">Partial results: the sweep is still running or some trials are '
+                     "missing; every figure and table uses the trials that are in.</p>")
+    if wandb:
+        if wandb.get("url"):
+            parts.append(f'<p>W&amp;B: <a href="{esc(wandb["url"])}">{esc(wandb["label"])}</a></p>')
+        else:
+            parts.append(f"<p>W&amp;B: {esc(wandb['label'])}</p>")
+    return "\n".join(parts)
+
+
+def fits_table(fits: dict[str, PowerLawFit | None]) -> str:
+    frame = pd.DataFrame({series.replace("_", "-"): (
+        {"a": fit.a, "b": fit.b, "c": fit.c, "rmse": fit.rmse, "points": str(fit.n_points)} if fit else
+        {"a": None, "b": None, "c": None, "rmse": None, "points": None}) for series, fit in fits.items()}).T
+    return frame_table(frame, index_label="setting", digits=3)
+
+
+def needed_table(needed: pd.DataFrame) -> str:
+    if needed.empty:
+        return '<p class="note">No curve and baseline pair to compare yet.</p>'
+    rows = []
+    for _, row in needed.iterrows():
+        if row["samples_needed"] is None or pd.isna(row["samples_needed"]):
+            reached = "not reached"
+        elif row["at_smallest"]:
+            reached = f"&le; {row['samples_needed']:,.0f} (smallest sampled)"
+        else:
+            reached = f"{row['samples_needed']:,.0f}"
+        rows.append(f'<tr><td class="text">{esc(row["series"]).replace("_", "-")}</td>'
+                    f'<td class="text">{esc(row["baseline"]).replace("_", "-")}</td>'
+                    f"{cell(float(row['baseline_score']))}<td>{reached}</td></tr>")
+    return ('<table><thead><tr><th class="text">setting</th><th class="text">baseline</th><th>baseline score</th>'
+            "<th>samples per task needed</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
+def mixing_section(key_label: str, tables: list[MixingTable], figure: Path | None) -> str:
+    parts = [f"<h2>Mixing sweep: {esc(key_label)}</h2>",
+             '<p class="note">Rows: swept values. Columns: category means per shot setting, their means, and '
+             f"the combined mean (&#9733; best {COMBINED}).</p>"]
+    for table in tables:
+        parts.append(f"<h3>{esc(table.level.replace('_', ' '))}</h3>")
+        parts.append(frame_table(table.table, index_label=key_label, best=table.best))
+    if figure is not None:
+        parts.append(image(figure, f"combined score against {key_label}"))
+    return "\n".join(parts)
+
+
+def page(title: str, sections: list[str]) -> str:
+    body = "\n".join(sections)
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
+            f"<style>{STYLE}</style></head><body>\n{body}\n<script>{SORT_SCRIPT}</script></body></html>\n")

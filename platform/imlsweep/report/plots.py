@@ -1,0 +1,111 @@
+"""Matplotlib figures of the report, written as PNG files (Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from imlsweep.report.results import ALL_SAMPLES  # noqa: E402
+from imlsweep.report.sample_efficiency import PowerLawFit, best_supervised_baseline  # noqa: E402
+
+BASELINE_MARKERS = ("X", "D", "s", "^", "v", "P", "*")
+DPI = 110
+
+
+def _samples_ticks(ax: plt.Axes, points: pd.DataFrame) -> None:
+    ticks = points[points["n"] > 0].drop_duplicates("samples").sort_values("n")
+    labels = [f"all\n(~{n:,.0f})" if s == ALL_SAMPLES else str(s) for s, n in zip(ticks["samples"], ticks["n"])]
+    ax.set_xscale("log")
+    ax.set_xticks(ticks["n"].to_numpy(), labels)
+    ax.minorticks_off()
+
+
+def draw_efficiency(ax: plt.Axes, points: pd.DataFrame, fits: dict[str, PowerLawFit | None] | None,
+                    title: str, metric_label: str, legend: bool = True) -> None:
+    """Curves per setting, baselines as marked points, a line at the best fully supervised baseline."""
+    points = points[points["kind"] != "reference"]
+    series_names = sorted(set(points["series"]))
+    color_of = {name: f"C{index}" for index, name in enumerate(
+        sorted({name.removesuffix(" baseline") for name in series_names}))}
+    curves = points[points["kind"] == "curve"]
+    for series, curve in curves.groupby("series", sort=True):
+        color = color_of[series]
+        ax.plot(curve["n"], curve["score"], marker="o", linewidth=2, color=color, label=series.replace("_", "-"))
+        fit = (fits or {}).get(series)
+        if fit is not None:
+            grid = np.geomspace(curve["n"].min(), curve["n"].max(), 100)
+            ax.plot(grid, fit.predict(grid), linestyle=":", color=color, linewidth=1.2)
+    baselines = points[points["kind"] == "baseline"]
+    for index, (series, baseline) in enumerate(baselines.groupby("series", sort=True)):
+        ax.scatter(baseline["n"], baseline["score"], marker=BASELINE_MARKERS[index % len(BASELINE_MARKERS)],
+                   s=80, color=color_of[series.removesuffix(" baseline")], edgecolors="black", zorder=3,
+                   label=series.replace("_", "-"))
+    best = best_supervised_baseline(points)
+    if best is not None:
+        ax.axhline(best["score"], color="grey", linestyle="--", linewidth=1,
+                   label=f"best supervised: {best['series'].replace('_', '-')} ({best['score']:.1f})")
+    if len(points):
+        _samples_ticks(ax, points)
+    ax.set_title(title)
+    ax.set_xlabel("training samples per task (log scale)")
+    ax.set_ylabel(metric_label)
+    ax.grid(True, alpha=0.3)
+    if legend and len(points):
+        ax.legend(fontsize=8, loc="lower right")
+
+
+def efficiency_figure(points: pd.DataFrame, fits: dict[str, PowerLawFit | None], path: Path,
+                      metric_label: str = "ROUGE-L") -> Path:
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    draw_efficiency(ax, points, fits, "Overall", metric_label)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def efficiency_by_category_figure(points: pd.DataFrame, path: Path, metric_label: str = "ROUGE-L") -> Path:
+    categories = sorted(points["category"].unique(), key=lambda c: (c == "Others", c))
+    columns = min(3, max(1, len(categories)))
+    rows = math.ceil(len(categories) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.9 * rows), squeeze=False)
+    for ax, category in zip(axes.flat, categories):
+        draw_efficiency(ax, points[points["category"] == category], None, category, metric_label, legend=False)
+    for ax in list(axes.flat)[len(categories):]:
+        ax.set_visible(False)
+    if categories:  # one legend for all panels, below them
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=9)
+    fig.tight_layout(rect=(0, 0.06 if rows > 1 else 0.12, 1, 1))
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def mixing_figure(combined: pd.DataFrame, key_label: str, path: Path, numeric_values: list[float] | None) -> Path:
+    """Combined score against the swept value, one line per generalization level."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    x = numeric_values if numeric_values is not None else list(range(len(combined.index)))
+    for column in combined.columns:
+        ax.plot(x, combined[column], marker="o", label=column.replace("_", " "),
+                linewidth=2.5 if column == "all levels" else 1.5)
+    if numeric_values is not None and min(numeric_values) > 0 and max(numeric_values) / min(numeric_values) >= 50:
+        ax.set_xscale("log")
+    ax.set_xticks(x, list(combined.index), rotation=30 if numeric_values is None else 0, ha="right"
+                  if numeric_values is None else "center")
+    ax.minorticks_off()
+    ax.set_xlabel(key_label)
+    ax.set_ylabel("combined score (mean of 0-shot and k-shot)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path

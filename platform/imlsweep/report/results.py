@@ -1,0 +1,121 @@
+"""Reading a sweep directory's results table and what the report needs to know about it.
+
+`results.parquet` has one row per (trial, task, shots); the fixed columns are the sweep's
+`FIXED_COLUMNS` and every other column is a swept key or a label. A sweep that is still running has a
+partial table (missing cells, trials not yet in), and the report is built from whatever is there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from imlsweep.errors import UserError
+from imlsweep.sweep.loading import SPEC_FILE
+from imlsweep.sweep.results import FIXED_COLUMNS as RESULT_COLUMNS
+from imlsweep.sweep.results import RESULTS_FILE
+
+REQUIRED_COLUMNS = ("trial", "task_id", "category", "level", "shots", "score")
+
+# Swept keys and labels that describe the sample-efficiency design (or which task a per-task trial
+# trained on) rather than a mixing choice: they get no mixing table.
+SAMPLE_EFFICIENCY_KEYS = ("samples_per_task", "setting", "instructions", "cell", "trained_task")
+ALL_SAMPLES = "all"
+
+
+@dataclass
+class SweepResults:
+    """A sweep's results table with its swept keys and the resolved spec (when there is one)."""
+
+    name: str
+    table: pd.DataFrame
+    swept_keys: list[str]
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mixing_keys(self) -> list[str]:
+        return [key for key in self.swept_keys if key not in SAMPLE_EFFICIENCY_KEYS]
+
+    @property
+    def has_sample_efficiency(self) -> bool:
+        return "samples_per_task" in self.table.columns
+
+
+def load_sweep_results(sweep_dir: str | Path) -> SweepResults:
+    """Read `results.parquet` (and `sweep.yaml` when present) from a sweep directory."""
+    sweep_dir = Path(sweep_dir)
+    results_path = sweep_dir / RESULTS_FILE
+    if not results_path.is_file():
+        raise UserError(f"{sweep_dir}: no {RESULTS_FILE} (has any trial of this sweep finished?)")
+    table = pd.read_parquet(results_path)
+    missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
+    if missing:
+        raise UserError(f"{results_path}: missing columns {', '.join(missing)}")
+    spec = read_spec(sweep_dir / SPEC_FILE)
+    swept_keys = [column for column in table.columns if column not in RESULT_COLUMNS]
+    name = str(table["sweep"].iloc[0]) if "sweep" in table.columns and len(table) else sweep_dir.name
+    return SweepResults(name=name, table=normalize_results(table), swept_keys=swept_keys, spec=spec)
+
+
+def read_spec(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise UserError(f"{path}: not valid YAML: {error}") from None
+    return spec if isinstance(spec, dict) else {}
+
+
+def normalize_results(table: pd.DataFrame) -> pd.DataFrame:
+    """Typed copy: numeric metrics as floats, shots as ints, samples_per_task as text ("100", "all")."""
+    table = table.copy()
+    for column in ("rougeL", "exact_match", "accuracy", "score", "n_eval", "train_examples"):
+        if column in table.columns:
+            table[column] = pd.to_numeric(table[column], errors="coerce")
+    table["shots"] = pd.to_numeric(table["shots"], errors="coerce").fillna(0).astype(int)
+    if "samples_per_task" in table.columns:
+        table["samples_per_task"] = table["samples_per_task"].map(samples_label)
+    if "status" not in table.columns:
+        table["status"] = "completed"
+    return table
+
+
+def samples_label(value: Any) -> str:
+    """100 -> "100", 100.0 -> "100", "all" -> "all"."""
+    if isinstance(value, str):
+        return value.strip().lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def finished(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a score: trials that finished and were evaluated."""
+    return table[table["score"].notna() & ~table["status"].isin(["failed", "error", "running", "pending"])]
+
+
+def trial_counts(results: SweepResults) -> dict[str, Any]:
+    """How many trials are in, by status, and how many the spec plans (when the spec says)."""
+    per_trial = results.table.groupby("trial")["status"].first()
+    counts: dict[str, Any] = {"trials_in": int(per_trial.size),
+                              "by_status": {str(k): int(v) for k, v in per_trial.value_counts().items()}}
+    planned = planned_trials(results.spec)
+    if planned is not None:
+        counts["trials_planned"] = planned
+    return counts
+
+
+def planned_trials(spec: dict[str, Any]) -> int | None:
+    """The trial count a resolved spec states, if it states one."""
+    for key in ("num_trials", "n_trials", "trial_count"):
+        if isinstance(spec.get(key), int):
+            return spec[key]
+    trials = spec.get("trials")
+    if isinstance(trials, list):
+        return len(trials)
+    return None

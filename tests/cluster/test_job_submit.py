@@ -1,0 +1,164 @@
+"""A sweep submitted with `ray job submit` to a real Ray head on loopback, then its report.
+
+The head is started with `ray start --head` with its dashboard and job server on 127.0.0.1, its own
+temp dir, ports and token, so it cannot meet any other Ray instance on the machine. (Ray places its
+GCS and raylet on the node's address whatever `--node-ip-address` says: it maps 127.0.0.1 to the
+node's reachable IP; the HTTP endpoints follow `--dashboard-host`.) It is stopped by the process ids of what it
+started (every process under its temp dir, and their children), never with `ray stop`, which would
+end every Ray process on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from imlsweep.report import build_report
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent  # the virtual env: `ray` and `imlsweep` from it, explicitly
+SPEC = Path(__file__).parent / "specs" / "job_submit.yaml"
+JOB_TIMEOUT_S = 480  # a safety net, inside pytest-timeout's 900 s with the head's start and stop
+pytestmark = pytest.mark.slow  # a real head, a real sweep
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def head_processes(temp_dir: str, session_id: int) -> list[psutil.Process]:
+    """What the head started: processes naming its temp dir or in its session, and their children."""
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            mine = temp_dir in " ".join(proc.info["cmdline"] or []) or os.getsid(proc.pid) == session_id
+            if mine and proc.pid != os.getpid():
+                found[proc.pid] = proc
+                found.update({child.pid: child for child in proc.children(recursive=True)})
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return list(found.values())
+
+
+def stop_head(temp_dir: str, session_id: int) -> None:
+    processes = head_processes(temp_dir, session_id)
+    for proc in processes:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(processes, timeout=15)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A Ray head on 127.0.0.1: 4 CPUs, non-default ports, token authentication with its own token."""
+    temp_dir = tempfile.mkdtemp(prefix="rayh-", dir="/tmp")  # short: Ray's unix sockets live under it
+    (gcs, dashboard, client, node_manager, object_manager, agent_listen, agent_grpc, metrics,
+     runtime_env_agent, worker_low) = free_ports(10)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex,
+           "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
+    command = [
+        str(BIN / "ray"), "start", "--head", f"--port={gcs}",
+        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
+        f"--ray-client-server-port={client}", f"--node-manager-port={node_manager}",
+        f"--object-manager-port={object_manager}", f"--dashboard-agent-listen-port={agent_listen}",
+        f"--dashboard-agent-grpc-port={agent_grpc}", f"--metrics-export-port={metrics}",
+        f"--runtime-env-agent-port={runtime_env_agent}",
+        f"--min-worker-port={worker_low}", f"--max-worker-port={worker_low + 200}",
+        "--num-cpus=4", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+    ]
+    starter = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = starter.communicate(timeout=180)
+        assert starter.returncode == 0, output
+        yield {"address": f"http://127.0.0.1:{dashboard}", "env": env, "temp_dir": temp_dir}
+    finally:
+        stop_head(temp_dir, starter.pid)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def ray_job(head: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "ray"), "job", *args, "--address", head["address"]], env=head["env"],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def submitted_sweep(ray_head, tmp_path_factory):
+    """The miniature quickstart, submitted through cluster/submit.sh (checkout as working dir)."""
+    storage = tmp_path_factory.mktemp("storage")
+    submission = f"imlsweep-{uuid.uuid4().hex[:8]}"
+    env = {**ray_head["env"], "RAY_ADDRESS": ray_head["address"], "PYTHON": sys.executable,
+           "WANDB_API_KEY": "0123456789abcdef" * 2 + "01234567"}  # must reach the job, never a file
+    submit = subprocess.run(
+        [str(REPO / "cluster" / "submit.sh"), "--no-wait", "--submission-id", submission, "--",
+         str(BIN / "imlsweep"), "sweep", "run", str(SPEC), "--storage", str(storage), "--json"],
+        env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    try:
+        ray_job(ray_head, "logs", "--follow", submission, timeout=JOB_TIMEOUT_S)  # returns when the job ends
+        status = ray_job(ray_head, "status", submission).stdout
+    except subprocess.TimeoutExpired:
+        status = f"still running after {JOB_TIMEOUT_S} s"
+        ray_job(ray_head, "stop", submission, timeout=120)
+    logs = ray_job(ray_head, "logs", submission).stdout
+    return {"status": status, "logs": logs, "sweep_dir": storage / "job_submit", "key": env["WANDB_API_KEY"]}
+
+
+def test_submitted_sweep_succeeds_with_results(submitted_sweep):
+    assert re.search(r"Job '[\w-]+' succeeded", submitted_sweep["status"]), (
+        submitted_sweep["status"][-500:] + submitted_sweep["logs"][-4000:])
+    final = json.loads(submitted_sweep["logs"].strip().splitlines()[-1])  # `sweep run --json` status
+    assert final["counts"]["completed"] == final["total_trials"] == 2
+    results = pd.read_parquet(submitted_sweep["sweep_dir"] / "results.parquet")
+    assert set(results["trial"]) == {"multi_task-inst_8", "multi_task-plain_8"}
+    assert (results["status"] == "completed").all() and results["score"].notna().all()
+    assert set(results["task_id"]) == {"task1159_bard_analogical_reasoning_containers",
+                                       "task828_copa_commonsense_cause_effect"}
+
+
+def test_the_wandb_key_is_written_to_no_file(submitted_sweep):
+    key = submitted_sweep["key"].encode()
+    for path in submitted_sweep["sweep_dir"].rglob("*"):
+        if path.is_file():
+            assert key not in path.read_bytes(), path
+
+
+def test_report_of_the_submitted_sweep(submitted_sweep, tmp_path):
+    paths = build_report(submitted_sweep["sweep_dir"], tmp_path)
+    page = paths.html.read_text()
+    assert "2 of 2 trials" in page and "Sample efficiency" in page
+    assert {p.name for p in paths.figures} == {"sample_efficiency.png", "sample_efficiency_by_category.png"}
+
+
+def test_dashboard_and_job_server_listen_on_loopback_only(ray_head):
+    port = int(ray_head["address"].rsplit(":", 1)[1])
+    listeners = [c for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port]
+    assert listeners and all(c.laddr.ip == "127.0.0.1" for c in listeners)
