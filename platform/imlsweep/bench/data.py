@@ -1,0 +1,253 @@
+"""`imlsweep bench data`: the full data pipeline vs the bare tokenizer vs a Hugging Face datasets baseline.
+
+A synthetic corpus with SuperNI's shape (many tasks, heavy-tailed task sizes, long shared definitions,
+heavy-tailed input lengths; words drawn from the bundled SuperNI sample) is written in the corpus
+layout, then three things are measured on the same mixture in one run:
+
+- pipeline: plan, sample, render, tokenize, mix and pack on Ray Data, consumed as batches;
+- tokenizer: the bare fast tokenizer on the same rendered texts (the ceiling for per-example work);
+- baseline: the common way with Hugging Face datasets: one dataset per task, `map` (render +
+  tokenize), `interleave_datasets` with the same per-task probabilities, greedy (next-fit) packing.
+
+Tokens/s count non-padding tokens. Peak RSS sums this process and its children (the local Ray
+workers) while the pipeline runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+FULL = {"tasks": 2000, "total_examples": 60_000, "max_task_size": 5000}
+QUICK = {"tasks": 12, "total_examples": 300, "max_task_size": 60}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="a few tasks and examples (seconds; for tests)")
+    parser.add_argument("--tasks", type=int, help=f"synthetic tasks (default {FULL['tasks']})")
+    parser.add_argument("--total-examples", type=int, help=f"examples in the stream (default {FULL['total_examples']})")
+    parser.add_argument("--max-length", type=int, default=2048, help="packed sequence length (default 2048)")
+    parser.add_argument("--eps", type=float, default=4096, help="mixing cap (default 4096)")
+    parser.add_argument("--tokenizer", default="tiny", help="tokenizer name or folder (default tiny)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", help="where the synthetic corpus is written (default: a temporary folder)")
+
+
+def log(message: str) -> None:
+    print(f"[bench data] {message}", file=sys.stderr, flush=True)
+
+
+def synthetic_task_sizes(tasks: int, max_task_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Heavy-tailed pool sizes (Pareto), as SuperNI's: many small tasks, a few very large ones."""
+    return np.minimum(max_task_size, (20 * (1 + rng.pareto(1.1, size=tasks))).astype(np.int64))
+
+
+def words(rng: np.random.Generator, vocabulary: np.ndarray, median: float, sigma: float, cap: int) -> str:
+    count = int(min(cap, max(1, rng.lognormal(np.log(median), sigma))))
+    return " ".join(vocabulary[rng.integers(0, len(vocabulary), size=count)])
+
+
+def write_synthetic_corpus(out: Path, tasks: int, max_task_size: int, seed: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from imlsweep.config import dump_config
+    from imlsweep.corpus.config import CorpusConfig
+    from imlsweep.corpus.schema import MANIFEST_SCHEMA, ROW_SCHEMA
+    from imlsweep.corpus.store import CONFIG_FILE, MANIFEST_FILE, task_file
+    from imlsweep.data.tokenizer import sample_texts
+
+    rng = np.random.default_rng(seed)
+    vocabulary = np.array(sorted({w for text in sample_texts() for w in text.split()}))
+    sizes = synthetic_task_sizes(tasks, max_task_size, rng)
+    manifest = []
+    for number, size in enumerate(sizes):
+        task_id = f"task{number:05d}_synthetic"
+        category = f"Category {number % 60:02d}"
+        definition = words(rng, vocabulary, 55, 0.8, 800)
+        positives = [{"input": words(rng, vocabulary, 30, 0.8, 300), "output": words(rng, vocabulary, 3, 1.0, 40),
+                      "explanation": ""} for _ in range(2)]
+        rows = {
+            "task_id": [task_id] * size, "benchmark": ["superni"] * size, "data_source": ["synthetic"] * size,
+            "category": [category] * size, "instruction_type": ["task"] * size, "definition": [definition] * size,
+            "positive_examples": [positives] * size, "negative_examples": [[]] * size,
+            "template_id": [None] * size,
+            "input": [words(rng, vocabulary, 40, 1.0, 1500) for _ in range(size)],
+            "outputs": [[words(rng, vocabulary, 3, 1.0, 60)] for _ in range(size)],
+            "candidates": [None] * size, "split": ["train"] * size, "level": ["fully_supervised"] * size,
+            "example_id": [f"{task_id}-{i}" for i in range(size)], "language": ["English"] * size,
+            "source_index": list(range(size)),
+        }
+        path = task_file(out, "superni", task_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pydict(rows, schema=ROW_SCHEMA), path)
+        manifest.append({"task_id": task_id, "benchmark": "superni", "category": category, "split": "train",
+                         "level": "fully_supervised", "n_examples": int(size), "n_train": int(size), "n_validation": 0,
+                         "n_test": 0, "data_source": "synthetic", "instruction_type": "task", "language": "English"})
+    pq.write_table(pa.Table.from_pylist(manifest, schema=MANIFEST_SCHEMA), out / MANIFEST_FILE)
+    config = CorpusConfig(name="synthetic_superni", seed=seed,
+                          sources=[{"format": "parquet", "benchmark": "superni", "path": str(out / "data")}])
+    (out / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
+
+
+class PeakRss:
+    """Samples the RSS of this process plus its children (local Ray workers) in a thread."""
+
+    def __init__(self, interval_s: float = 0.2):
+        self.interval_s = interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        import psutil
+
+        me = psutil.Process()
+        total = me.memory_info().rss
+        for child in me.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._sample())
+
+
+def measure_pipeline(mixture, corpus_dir: Path, tokenizer_name: str) -> dict:
+    from imlsweep.data.pipeline import build_train_dataset
+
+    start = time.perf_counter()
+    with PeakRss() as memory:
+        dataset = build_train_dataset(mixture, str(corpus_dir), tokenizer_name, "causal")
+        tokens = slots = 0
+        for batch in dataset.iter_batches(batch_size=64, batch_format="numpy"):
+            documents = np.stack(batch["document_ids"])
+            tokens += int((documents >= 0).sum())
+            slots += documents.size
+    seconds = time.perf_counter() - start
+    return {"tokens": tokens, "seconds": seconds, "efficiency": tokens / slots, "peak_rss": memory.peak}
+
+
+def rendered_texts(plan, mixture, corpus_dir: Path, tokenizer) -> list[str]:
+    from imlsweep.data.stream import preview_stream
+    from imlsweep.data.tokenization import PromptTokenizer
+
+    examples = preview_stream(plan, mixture, str(corpus_dir), plan.total_examples,
+                              PromptTokenizer(tokenizer))
+    return [e["source"] + e["target"] for e in examples]
+
+
+def measure_tokenizer(texts: list[str], tokenizer) -> dict:
+    start = time.perf_counter()
+    tokens = 0
+    for offset in range(0, len(texts), 1000):
+        tokens += sum(len(ids) + 1 for ids in tokenizer(texts[offset:offset + 1000], add_special_tokens=False)["input_ids"])
+    return {"tokens": tokens, "seconds": time.perf_counter() - start}
+
+
+def measure_baseline(plan, mixture, corpus_dir: Path, tokenizer) -> dict:
+    """Hugging Face datasets the common way: per-task datasets, map, interleave_datasets, greedy packing."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    from imlsweep.corpus.store import task_file
+    from imlsweep.data.encodings import encode_prompt
+
+    datasets.disable_progress_bars()
+    start = time.perf_counter()
+    sources = [s for s in plan.sources if s.expected_examples > 0]
+    eos, max_len = tokenizer.eos_token_id, mixture.max_length
+
+    def render_and_tokenize(batch: dict) -> dict:
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        prompts = [encode_prompt(row, row["outputs"][0], [], mixture.encoding, seed=mixture.seed) for row in rows]
+        sources_ids = tokenizer([p.source for p in prompts], add_special_tokens=False)["input_ids"]
+        target_ids = tokenizer([p.target for p in prompts], add_special_tokens=False)["input_ids"]
+        return {"input_ids": [(s + t + [eos])[-max_len:] for s, t in zip(sources_ids, target_ids)]}
+
+    per_task = []
+    for source in sources:
+        table = pq.read_table(task_file(corpus_dir, source.benchmark, source.source_id))
+        dataset = datasets.Dataset(table).to_iterable_dataset()
+        per_task.append(dataset.map(render_and_tokenize, batched=True, remove_columns=list(table.column_names)))
+    total_share = sum(s.share for s in sources)
+    mixed = datasets.interleave_datasets(per_task, probabilities=[s.share / total_share for s in sources],
+                                         seed=mixture.seed, stopping_strategy="all_exhausted")
+    tokens = rows = used = 0
+    for number, example in enumerate(mixed):
+        if number == plan.total_examples:
+            break
+        length = len(example["input_ids"])
+        if used + length > max_len:  # greedy: close the row when the next example does not fit
+            rows, used = rows + 1, 0
+        used += length
+        tokens += length
+    rows += int(used > 0)
+    return {"tokens": tokens, "seconds": time.perf_counter() - start, "efficiency": tokens / max(1, rows * max_len)}
+
+
+def run(args: argparse.Namespace) -> int:
+    import ray
+
+    from imlsweep.data.mixture import MixtureConfig
+    from imlsweep.data.plan import plan_mixture
+    from imlsweep.data.stream import open_corpus
+    from imlsweep.data.tokenizer import cached_tokenizer
+
+    size = QUICK if args.quick else FULL
+    tasks = args.tasks or size["tasks"]
+    total = args.total_examples or size["total_examples"]
+    max_length = min(args.max_length, 512) if args.quick else args.max_length
+    with tempfile.TemporaryDirectory(prefix="imlsweep-bench-data-") as scratch:
+        corpus_dir = Path(args.workdir or scratch) / "synthetic_corpus"
+        log(f"writing a synthetic corpus of {tasks} tasks to {corpus_dir}")
+        write_synthetic_corpus(corpus_dir, tasks, size["max_task_size"], args.seed)
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, log_to_driver=False)
+        mixture = MixtureConfig(eps=args.eps, total_examples=total, max_length=max_length, seed=args.seed)
+        plan = plan_mixture(mixture, open_corpus(str(corpus_dir)).manifest)
+        tokenizer = cached_tokenizer(args.tokenizer)
+        log(f"pipeline: {total} examples from {len(plan.sources)} tasks, packed to {max_length}")
+        pipeline = measure_pipeline(mixture, corpus_dir, args.tokenizer)
+        log("bare tokenizer on the same rendered texts")
+        bare = measure_tokenizer(rendered_texts(plan, mixture, corpus_dir, tokenizer), tokenizer)
+        log("baseline: Hugging Face datasets map + interleave_datasets + greedy packing")
+        baseline = measure_baseline(plan, mixture, corpus_dir, tokenizer)
+    result = {
+        "tasks": tasks, "examples": total, "max_length": max_length,
+        "pipeline_tokens_per_s": pipeline["tokens"] / pipeline["seconds"],
+        "tokenizer_tokens_per_s": bare["tokens"] / bare["seconds"],
+        "baseline_tokens_per_s": baseline["tokens"] / baseline["seconds"],
+        "packing_efficiency": pipeline["efficiency"],
+        "baseline_packing_efficiency": baseline["efficiency"],
+        "peak_rss_mb": pipeline["peak_rss"] / 2**20,
+        "pipeline_s": pipeline["seconds"], "tokenizer_s": bare["seconds"], "baseline_s": baseline["seconds"],
+    }
+    result["pipeline_vs_tokenizer"] = result["pipeline_tokens_per_s"] / result["tokenizer_tokens_per_s"]
+    result["pipeline_vs_baseline"] = result["pipeline_tokens_per_s"] / result["baseline_tokens_per_s"]
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>28}: {value:,.3f}" if isinstance(value, float) else f"{key:>28}: {value}")
+    return 0

@@ -1,0 +1,106 @@
+"""The mixture part of a trial: which tasks, how many examples each, how they are mixed and rendered.
+
+Sweeps override its keys by dotted path (`mixture.eps`, `mixture.samples_per_task`,
+`mixture.encoding.name`, `mixture.demonstrations.shots` ...). Load one from YAML with
+`load_config(path, MixtureConfig)`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from imlsweep.config import StrictModel
+from imlsweep.data.demonstrations import DemonstrationsConfig
+from imlsweep.data.encodings import EncodingConfig
+from imlsweep.data.mixing import parse_benchmark_proportions
+from imlsweep.errors import UserError
+
+
+class TaskSubsetConfig(StrictModel):
+    size: int = Field(ge=1, description="number of tasks; subsets of one seed are nested across sizes")
+    required: list[str] = Field(default_factory=list, description="task ids always included")
+
+
+class CategorySubsetConfig(StrictModel):
+    size: int = Field(ge=1, description="the k categories with most tasks")
+    required: list[str] = Field(default_factory=list, description="categories always included")
+
+
+class AddonConfig(StrictModel):
+    """A source outside the task mixture that takes a fixed fraction of the stream."""
+
+    name: str
+    fraction: float = Field(gt=0, lt=1, description="share of the stream, e.g. 0.05 for 5% pre-training text")
+    benchmark: str | None = Field(default=None, description="the corpus tasks of this benchmark (e.g. reasoning)")
+    texts: str | None = Field(default=None, description="a .jsonl file with a 'text' field (or .txt, one document "
+                                                        "per line): plain pre-training or dialogue text")
+    loss: Literal["sequence", "target"] = Field(default="sequence", description="loss on the whole sequence or "
+                                                                                "on the target only")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AddonConfig:
+        if (self.benchmark is None) == (self.texts is None):
+            raise ValueError("give exactly one of benchmark or texts")
+        return self
+
+
+class MixtureConfig(StrictModel):
+    tasks: list[str] | Literal["all"] = Field(default="all", description="task ids, or all training tasks")
+    train_split: Literal["train", "validation", "test"] = Field(
+        default="train", description="which of each task's rows are trained on")
+    samples_per_task: int | Literal["all"] = Field(
+        default="all", description="k per task: n = min(k, N); seeded, nested across k, train rows only")
+    sample_seed: int | None = Field(default=None, description="seed of the per-task samples (defaults to seed), "
+                                                              "so cells of a grid can share subsets")
+    eps: float | None = Field(default=None, gt=0, description="example-proportional mixing cap; null = no cap")
+    temperature: float = Field(default=1.0, gt=0)
+    benchmark_proportions: str | dict[str, float] | None = Field(
+        default=None, description='e.g. "4/2/20/25/45/2/2" over crossfit/exmix/flan/superni/promptsource/t5/'
+                                  'unifiedskg, or {benchmark: weight}; null = the natural (capped) mix')
+    addons: list[AddonConfig] = Field(default_factory=list)
+    task_subset: TaskSubsetConfig | None = None
+    category_subset: CategorySubsetConfig | None = None
+    encoding: EncodingConfig = Field(default_factory=EncodingConfig)
+    demonstrations: DemonstrationsConfig = Field(default_factory=DemonstrationsConfig)
+    max_length: int = Field(default=2048, ge=8, description="decoder-only: packed sequence length")
+    truncation_side: Literal["left", "right"] = Field(default="left", description="decoder-only: which end of an "
+                                                                                  "over-long example is cut")
+    max_source_length: int = Field(default=1024, ge=1, description="seq2seq source limit; superni_def_pos drops "
+                                                                   "demonstrations beyond it")
+    max_target_length: int = Field(default=128, ge=1, description="seq2seq target limit")
+    total_examples: int | None = Field(default=None, ge=1, description="examples in the stream (else epochs)")
+    epochs: float = Field(default=1.0, gt=0, description="passes over the sampled examples when total_examples "
+                                                         "is not set")
+    seed: int = 0
+
+    @field_validator("samples_per_task")
+    @classmethod
+    def _positive_samples(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be a positive number or 'all'")
+        return value
+
+    @field_validator("benchmark_proportions")
+    @classmethod
+    def _valid_proportions(cls, value: str | dict[str, float] | None) -> str | dict[str, float] | None:
+        if value is not None:
+            try:
+                parse_benchmark_proportions(value)
+            except UserError as error:
+                raise ValueError(str(error).removeprefix("benchmark_proportions: ")) from None
+        return value
+
+    @model_validator(mode="after")
+    def _addons_fit(self) -> MixtureConfig:
+        if sum(a.fraction for a in self.addons) >= 1:
+            raise ValueError("addons: fractions must sum to less than 1")
+        names = [a.name for a in self.addons]
+        if len(set(names)) != len(names):
+            raise ValueError("addons: names must be unique")
+        return self
+
+    @property
+    def samples_seed(self) -> int:
+        return self.seed if self.sample_seed is None else self.sample_seed

@@ -1,0 +1,97 @@
+"""Rendering a task's rows into prompts: the encoding, its demonstrations and the chosen target.
+
+`render_examples` is what evaluation uses for prompts; the training pipeline uses `TaskPrompter`
+directly on the rows it draws. Both read a task through the corpus store, one task at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from imlsweep.data.demonstrations import (
+    DemonstrationsConfig, demonstration_order, pick_demonstrations, shots_for_example,
+)
+from imlsweep.data.encodings import EncodingConfig, Prompt, encode_prompt
+from imlsweep.data.seeding import keyed_rng
+from imlsweep.errors import UserError
+
+
+@dataclass(frozen=True)
+class RenderedExample:
+    task_id: str
+    example_id: str
+    benchmark: str
+    category: str
+    level: str
+    source: str
+    target: str  # the reference trained on (seeded choice among outputs)
+    outputs: list[str]  # every reference, for scoring
+    candidates: list[str] | None  # options, for rank classification
+
+
+def split_rows(table: pa.Table, split: str) -> pa.Table:
+    """The task's rows of one split in source order (so "the first N" is reproducible)."""
+    rows = table.filter(pc.equal(table["split"], split))
+    return rows.sort_by([("source_index", "ascending"), ("template_id", "ascending")])
+
+
+def choose_target(row: dict[str, Any], seed: int) -> str:
+    outputs = row.get("outputs") or []
+    if not outputs:
+        raise UserError(f"task {row['task_id']}: example {row['example_id']}: field outputs: no reference")
+    return outputs[0] if len(outputs) == 1 else keyed_rng(seed, "target", row["task_id"], row["example_id"]).choice(outputs)
+
+
+class TaskPrompter:
+    """Renders the examples of one task. Its demonstrations are drawn once from the task's train pool,
+    so every example of the task shares them (minus itself when it is one of them)."""
+
+    def __init__(self, task_id: str, pool: pa.Table, encoding: EncodingConfig, demonstrations: DemonstrationsConfig,
+                 seed: int, count_tokens: Callable[[str], int] | None = None, max_source_length: int | None = None):
+        self.task_id = task_id
+        self.encoding = encoding
+        self.demonstrations = demonstrations
+        self.seed = seed
+        self.count_tokens = count_tokens
+        self.max_source_length = max_source_length
+        self.demo_order = demonstration_order(pool.num_rows, demonstrations.shots, seed, task_id)
+        self.demo_rows = dict(zip(self.demo_order, pool.take(self.demo_order).to_pylist())) if self.demo_order else {}
+
+    def prompt(self, row: dict[str, Any], pool_position: int | None) -> Prompt:
+        k = shots_for_example(self.demonstrations, self.seed, self.task_id, row["example_id"])
+        demos = [self.demo_rows[p] for p in pick_demonstrations(self.demo_order, k, pool_position)]
+        return encode_prompt(row, choose_target(row, self.seed), demos, self.encoding, seed=self.seed,
+                             separator=self.demonstrations.separator, count_tokens=self.count_tokens,
+                             max_source_length=self.max_source_length)
+
+
+def render_examples(corpus: Any, task_ids: Sequence[str], split: str, encoding: EncodingConfig | str, *, seed: int,
+                    max_per_task: int | None = None, shots: int = 0,
+                    demonstrations: DemonstrationsConfig | None = None,
+                    count_tokens: Callable[[str], int] | None = None,
+                    max_source_length: int | None = None) -> list[RenderedExample]:
+    """The first `max_per_task` rows (source order) of `split` of each task, rendered with `encoding`
+    and `shots` demonstrations drawn with the seed from the task's train rows."""
+    if isinstance(encoding, str):
+        encoding = EncodingConfig(name=encoding)
+    demonstrations = demonstrations or DemonstrationsConfig(shots=shots)
+    examples = []
+    for task_id in task_ids:
+        table = corpus.read_task(task_id)
+        pool = split_rows(table, "train")
+        rows = split_rows(table, split)
+        if max_per_task is not None:
+            rows = rows.slice(0, max_per_task)
+        prompter = TaskPrompter(task_id, pool, encoding, demonstrations, seed, count_tokens, max_source_length)
+        for position, row in enumerate(rows.to_pylist()):
+            prompt = prompter.prompt(row, position if split == "train" else None)
+            examples.append(RenderedExample(
+                task_id=task_id, example_id=row["example_id"], benchmark=row["benchmark"], category=row["category"],
+                level=row["level"], source=prompt.source, target=prompt.target, outputs=list(row["outputs"]),
+                candidates=None if row.get("candidates") is None else list(row["candidates"])))
+    return examples

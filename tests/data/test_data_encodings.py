@@ -1,0 +1,112 @@
+"""Prompt encodings against hand-checked strings built from the real SuperNI sample."""
+
+from __future__ import annotations
+
+import pytest
+
+from imlsweep.data.encodings import OPT_IML_DELIMITERS, EncodingConfig, encode_prompt
+from imlsweep.data.tokenization import PromptTokenizer, splices_exactly, token_ids
+from imlsweep.data.tokenizer import cached_tokenizer
+
+ANTONYMS = "task1508_wordnet_antonyms"
+COLA = "task1346_glue_cola_grammatical_correctness_classification"
+
+
+def render(row, config=None, demonstrations=(), **kwargs):
+    kwargs.setdefault("seed", 0)
+    return encode_prompt(row, row["outputs"][0], list(demonstrations), config or EncodingConfig(), **kwargs)
+
+
+def test_superni_def_pos_matches_tk_instruct_exactly(superni_row):
+    prompt = render(superni_row(ANTONYMS))
+    assert prompt.source == (
+        "Definition: Given an adjective, generate its antonym. An antonym of a word is a word opposite in "
+        "meaning to it.\n\n"
+        " Positive Example 1 -\nInput: able.\n Output: unable.\n\n"
+        " Positive Example 2 -\nInput: accurate.\n Output: inaccurate.\n\n"
+        "Now complete the following example -\nInput: unable.\nOutput: ")
+    assert prompt.target == "able"
+
+
+def test_superni_options_negatives_explanations_no_definition(superni_row):
+    config = EncodingConfig(num_pos_examples=1, num_neg_examples=1, add_explanation=True, add_definition=False)
+    prompt = render(superni_row(ANTONYMS), config)
+    assert prompt.source == (
+        " Positive Example 1 -\nInput: able.\n Output: unable.\n"
+        " Explanation: The output is correct as able and unable are opposities of each other in meaning.\n\n"
+        " Negative Example 1 -\nInput: abstract.\n Output: disadvantageous.\n"
+        " Explanation: Abstract and disadvantageous aren't opposite in meaning, as the opposite of abstract is "
+        "concrete.\n\n"
+        "Now complete the following example -\nInput: unable.\nOutput: ")
+
+
+def test_superni_keeps_punctuation_and_adds_none(superni_row):
+    prompt = render(superni_row(COLA), EncodingConfig(num_pos_examples=0))
+    assert prompt.source == (
+        "Definition: You will be given a sentence. Check whether the sentence is grammatically correct and is "
+        "meaningful. If the sentence is grammatically correct, then answer with '1', otherwise answer with '0'.\n\n"
+        "Now complete the following example -\nInput: I have should eat plums.\nOutput: ")
+
+
+def test_superni_leaves_out_examples_past_max_source_length(superni_row):
+    row = superni_row(COLA)
+    tokenizer = PromptTokenizer(cached_tokenizer("tiny"))
+    no_examples = render(row, EncodingConfig(num_pos_examples=0)).source
+    one_example = render(row, EncodingConfig(num_pos_examples=1)).source
+    limit = tokenizer.count_tokens(one_example)  # room for exactly one positive example
+    prompt = render(row, count_tokens=tokenizer.count_tokens, max_source_length=limit)
+    assert prompt.source == one_example
+    prompt = render(row, count_tokens=tokenizer.count_tokens, max_source_length=limit - 1)
+    assert prompt.source == no_examples
+
+
+def test_no_instruction_is_input_to_output(superni_row):
+    prompt = render(superni_row(COLA), EncodingConfig(name="no_instruction"))
+    assert (prompt.source, prompt.target) == ("I have should eat plums.", "0")
+
+
+def test_bipartite_task_level_draws_a_seeded_delimiter(superni_row):
+    row = superni_row(ANTONYMS)
+    config = EncodingConfig(name="bipartite")
+    prompt = render(row, config, seed=3)
+    definition = "Given an adjective, generate its antonym. An antonym of a word is a word opposite in meaning to it."
+    assert prompt.source.startswith(definition + "\n\nunable")
+    delimiter = prompt.source[len(definition + "\n\nunable"):]
+    assert delimiter in OPT_IML_DELIMITERS
+    assert prompt.target == " able"
+    assert render(row, config, seed=3).source == prompt.source  # same seed, same draw
+    draws = {render(superni_row(ANTONYMS, i), config, seed=3).source.rsplit("\n\n", 1)[1]
+             .removeprefix(superni_row(ANTONYMS, i)["input"]) for i in range(40)}
+    assert len(draws) > 3 and draws <= set(OPT_IML_DELIMITERS)  # drawn per example
+
+
+def test_bipartite_no_delimiter_after_colon_and_instance_level_keeps_its_text(superni_row):
+    row = superni_row(COLA) | {"instruction_type": "instance", "input": "Is this sentence correct? I ran home.\nAnswer:",
+                               "definition": ""}
+    demo = row | {"example_id": "demo", "input": "Is this sentence correct? Home ran I.\nAnswer:", "outputs": ["no"]}
+    prompt = render(row, EncodingConfig(name="bipartite"), [demo])
+    # instance level: the demonstration (a full prompt) comes before the example; no delimiter after ":"
+    assert prompt.source == ("Is this sentence correct? Home ran I.\nAnswer: no\n\n"
+                             "Is this sentence correct? I ran home.\nAnswer:")
+
+
+def test_task_level_demonstrations_follow_the_instruction(superni_row):
+    row = superni_row(ANTONYMS)
+    demo = superni_row(ANTONYMS, 1)
+    prompt = render(row, EncodingConfig(name="bipartite", delimiters=["\nAnswer:"]), [demo])
+    assert prompt.source == (row["definition"] + "\n\n" + demo["input"] + "\nAnswer: " + demo["outputs"][0]
+                             + "\n\n" + row["input"] + "\nAnswer:")
+    tk = render(row, EncodingConfig(num_pos_examples=1), [demo])
+    assert f" Positive Example 2 -\nInput: {demo['input']}.\n Output: {demo['outputs'][0]}.\n\n" in tk.source
+
+
+@pytest.mark.parametrize("encoding", ["superni_def_pos", "no_instruction", "bipartite"])
+def test_shared_part_spliced_ids_equal_whole_string_ids(superni_dir, superni_row, encoding):
+    tokenizer = cached_tokenizer("tiny")
+    assert splices_exactly(tokenizer)
+    encoder = PromptTokenizer(tokenizer)
+    prompts = [render(superni_row(task.stem, i), EncodingConfig(name=encoding), [superni_row(task.stem, 5)])
+               for task in sorted((superni_dir / "tasks").glob("*.json")) for i in range(3)]
+    sources, targets = encoder.encode(prompts)
+    assert sources == token_ids(tokenizer, [p.source for p in prompts])
+    assert targets == token_ids(tokenizer, [p.target for p in prompts])

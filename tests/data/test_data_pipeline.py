@@ -1,0 +1,131 @@
+"""The Ray Data pipeline on the real sample corpus: determinism, label masks, seq2seq batches, shards."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from imlsweep.data.mixture import MixtureConfig
+from imlsweep.data.packing import IGNORE_INDEX, PACKED_COLUMNS
+from imlsweep.data.plan import plan_mixture
+from imlsweep.data.stream import open_corpus, preview_stream
+from imlsweep.data.tokenization import PromptTokenizer, token_ids
+from imlsweep.data.tokenizer import cached_tokenizer
+
+MIXTURE = MixtureConfig(eps=30, total_examples=96, max_length=384, demonstrations={"shots": 1}, seed=5)
+
+
+@pytest.fixture(scope="module")
+def packed_rows(ray_local, sample_corpus):
+    from imlsweep.data.pipeline import build_train_dataset
+
+    return build_train_dataset(MIXTURE, sample_corpus, "tiny", "causal", num_blocks=2).take_all()
+
+
+def stacked(rows, column):
+    return np.stack([row[column] for row in rows])
+
+
+def test_same_seed_same_stream_whatever_the_blocks(packed_rows, sample_corpus):
+    from imlsweep.data.pipeline import build_train_dataset
+
+    again = build_train_dataset(MIXTURE, sample_corpus, "tiny", "causal", num_blocks=7).take_all()
+    for column in PACKED_COLUMNS:
+        assert (stacked(again, column) == stacked(packed_rows, column)).all()
+    # several packing windows go through the shuffle stages: still independent of the blocks
+    windows = [build_train_dataset(MIXTURE, sample_corpus, "tiny", "causal", num_blocks=n, window=40).take_all()
+               for n in (3, 8)]
+    for column in PACKED_COLUMNS:
+        assert (stacked(windows[0], column) == stacked(windows[1], column)).all()
+    documents = [(stacked(rows, "document_ids") >= 0).sum() for rows in (packed_rows, windows[0])]
+    assert documents[0] == documents[1] > 0  # the same tokens, packed per window
+
+
+def test_packed_labels_mask_exactly_the_sources(packed_rows, sample_corpus):
+    tokenizer = cached_tokenizer("tiny")
+    corpus = open_corpus(str(sample_corpus))
+    plan = plan_mixture(MIXTURE, corpus.manifest)
+    first = preview_stream(plan, MIXTURE, str(sample_corpus), 1, PromptTokenizer(tokenizer))[0]
+    source, target = token_ids(tokenizer, [first["source"], first["target"]])
+    row = packed_rows[0]  # the stream's first example opens the first row
+    doc = row["document_ids"] == 0
+    assert row["input_ids"][doc].tolist()[-(len(target) + 1):] == target + [tokenizer.eos_token_id]
+    labels = row["labels"][doc]
+    n_source = min(len(source), MIXTURE.max_length - len(target) - 1)  # left truncation cuts the source
+    assert labels[:n_source].tolist() == [IGNORE_INDEX] * n_source
+    assert labels[n_source:].tolist() == target + [tokenizer.eos_token_id]
+    # every document: labels are either masked or equal to the input, and end in EOS
+    for row in packed_rows:
+        kept = row["labels"] != IGNORE_INDEX
+        assert (row["labels"][kept] == row["input_ids"][kept]).all()
+        for document in range(row["document_ids"].max() + 1):
+            positions = row["position_ids"][row["document_ids"] == document]
+            assert positions.tolist() == list(range(len(positions)))
+            assert row["input_ids"][row["document_ids"] == document][-1] == tokenizer.eos_token_id
+        assert (row["labels"][row["document_ids"] == -1] == IGNORE_INDEX).all()
+
+
+def test_seq2seq_pairs_in_length_grouped_padded_batches(ray_local, sample_corpus):
+    from imlsweep.data.pipeline import build_train_dataset, iter_train_batches
+
+    mixture = MIXTURE.model_copy(update={"max_source_length": 64, "max_target_length": 8})
+    dataset = build_train_dataset(mixture, sample_corpus, "tiny", "seq2seq").materialize()
+    assert dataset.count() == 96
+    batches = list(iter_train_batches(dataset, 8, "seq2seq", pad_token_id=0, group_batches=4))
+    assert len(batches) == 12
+    for batch in batches:
+        assert set(batch) == {"input_ids", "attention_mask", "labels"}
+        assert batch["input_ids"].shape[1] <= 64 and batch["labels"].shape[1] <= 8
+        assert (batch["attention_mask"].sum(dim=1).max() == batch["input_ids"].shape[1])  # padded to the longest
+    resumed = list(iter_train_batches(dataset, 8, "seq2seq", pad_token_id=0, group_batches=4, skip_batches=10))
+    assert len(resumed) == 2 and (resumed[0]["input_ids"] == batches[10]["input_ids"]).all()
+
+
+def test_samples_nested_and_disjoint_from_test_and_validation(sample_corpus):
+    corpus = open_corpus(str(sample_corpus))
+    task = "task190_snli_classification"  # a held-out task with a train pool
+    table = corpus.read_task(task).to_pandas()
+    held_out = set(table.loc[table["split"] != "train", "example_id"])
+    drawn = {}
+    for k in (5, 10):
+        mixture = MixtureConfig(tasks=[task], samples_per_task=k, encoding={"name": "no_instruction"})
+        plan = plan_mixture(mixture, corpus.manifest)
+        examples = preview_stream(plan, mixture, str(sample_corpus), plan.total_examples, None)
+        drawn[k] = {e["example_id"] for e in examples}
+        assert len(drawn[k]) == k and not drawn[k] & held_out
+    assert drawn[5] <= drawn[10]
+
+
+def test_equal_batch_counts_per_worker_with_two_ray_train_workers(ray_local, sample_corpus, tmp_path):
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from imlsweep.data.pipeline import build_train_dataset, train_data_config
+
+    mixture = MIXTURE.model_copy(update={"max_length": 128, "total_examples": 150})
+    dataset = build_train_dataset(mixture, sample_corpus, "tiny", "causal")
+    out_dir = tmp_path / "counts"
+    out_dir.mkdir()
+
+    def train_loop(config):
+        import ray.train
+
+        from imlsweep.data.pipeline import iter_train_batches
+
+        shard = ray.train.get_dataset_shard("train")
+        counts = []
+        for _ in range(2):  # two epochs
+            counts.append(sum(1 for batch in iter_train_batches(shard, 3, "causal")
+                              if batch["input_ids"].shape == (3, 128)))
+        rank = ray.train.get_context().get_world_rank()
+        (config["out"] / f"rank{rank}.json").write_text(json.dumps(counts))
+
+    trainer = TorchTrainer(train_loop, train_loop_config={"out": out_dir},
+                           scaling_config=ray.train.ScalingConfig(num_workers=2, use_gpu=False),
+                           datasets={"train": dataset}, dataset_config=train_data_config(),
+                           run_config=ray.train.RunConfig(name="equal_batches", storage_path=str(tmp_path / "runs")))
+    trainer.fit()
+    counts = [json.loads((out_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert counts[0] == counts[1] and counts[0][0] > 0 and counts[0][0] == counts[0][1]

@@ -1,0 +1,46 @@
+"""Rendering corpus tasks: the eval-facing `render_examples` and demonstrations drawn per task."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pyarrow as pa
+
+from imlsweep.data.demonstrations import DemonstrationsConfig
+from imlsweep.data.encodings import EncodingConfig
+from imlsweep.data.render import TaskPrompter, render_examples, split_rows
+from imlsweep.data.stream import open_corpus
+
+TASK = "task190_snli_classification"
+
+
+def test_render_examples_for_eval_with_shots_from_the_train_split(sample_corpus):
+    corpus = open_corpus(str(sample_corpus))
+    examples = render_examples(corpus, [TASK], "test", "superni_def_pos", seed=0, max_per_task=4, shots=2)
+    table = corpus.read_task(TASK)
+    test_rows = split_rows(table, "test").slice(0, 4).to_pylist()
+    assert [e.example_id for e in examples] == [r["example_id"] for r in test_rows]  # the first N, source order
+    train_inputs = [r["input"].strip() for r in split_rows(table, "train").to_pylist()]
+    for example, row in zip(examples, test_rows):
+        assert example.outputs == row["outputs"] and example.target in row["outputs"]
+        assert (example.benchmark, example.level) == ("superni", "fully_held_out")
+        # 2 positive examples of the definition, then the 2 shots drawn from the train split
+        assert " Positive Example 4 -" in example.source and " Positive Example 5 -" not in example.source
+        shown = example.source.split(" Positive Example 3 -\nInput: ")[1].split("\n Output:")[0]
+        assert any(shown.startswith(text[:40]) for text in train_inputs)
+    assert len({e.source.split("Now complete")[0] for e in examples}) == 1  # shared by the task's examples
+    assert render_examples(corpus, [TASK], "test", "superni_def_pos", seed=0, max_per_task=4, shots=2) == examples
+
+
+def test_metaicl_shots_follow_the_truncated_zipf_and_never_show_the_example_itself(superni_row):
+    rows = [superni_row("task1508_wordnet_antonyms", i) | {"split": "train", "source_index": i} for i in range(40)]
+    pool = pa.Table.from_pylist(rows)
+    prompter = TaskPrompter("task1508", pool, EncodingConfig(name="no_instruction"),
+                            DemonstrationsConfig(shots=5, metaicl_zipf_a=2.0, separator="\n\n\n"), seed=0)
+    shots = Counter()
+    for position, row in enumerate(rows):
+        prompt = prompter.prompt(row, position)
+        demos = prompt.shared.split("\n\n\n")[:-1]
+        shots[len(demos)] += 1
+        assert all(demo.split("\n")[0] != row["input"] for demo in demos)
+    assert shots[0] > shots[1] > 0 and max(shots) <= 5
