@@ -65,17 +65,20 @@ def model_kind(hf_config: PretrainedConfig) -> ModelKind:
     return "seq2seq" if hf_config.is_encoder_decoder else "causal"
 
 
-def load_model(config: ModelConfig, init_from: str | None = None) -> PreTrainedModel:
-    """Weights from `init_from` (an HF folder) if given, else the model's own, else a seeded init."""
+def load_model(config: ModelConfig, init_from: str | None = None,
+               attn_implementation: str | None = None) -> PreTrainedModel:
+    """Weights from `init_from` (an HF folder) if given, else the model's own, else a seeded init.
+    `attn_implementation` (e.g. `flash_attention_2`) is passed to transformers when set."""
     import torch
 
     hf_config = model_config(config)
     auto = AutoModelForSeq2SeqLM if model_kind(hf_config) == "seq2seq" else AutoModelForCausalLM
     source = init_from or (None if config.is_tiny else config.name)
+    options = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if source is None:
         torch.manual_seed(config.seed)
-        return auto.from_config(hf_config)
-    return auto.from_pretrained(source, config=hf_config)
+        return auto.from_config(hf_config, **options)
+    return auto.from_pretrained(source, config=hf_config, **options)
 
 
 def looks_like_path(name: str) -> bool:

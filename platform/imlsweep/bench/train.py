@@ -1,0 +1,260 @@
+"""`imlsweep bench train`: target tokens/s with packing vs with padding, same model and examples.
+
+The examples are the bundled SuperNI sample's training instances, rendered with the SuperNI
+encoding (definition + 2 positive examples) and tokenized by the data stage, so their lengths follow
+SuperNI's distribution. Each layout trains on all of them once through a DeepSpeed engine built from
+the trainer's own config and loss (`deepspeed_config`, `batch_loss`):
+
+- packed: examples packed into `--seq-len` rows with document attention (the platform's way);
+- padded: one example per row, padded to `--seq-len` (the baseline the goal is stated against);
+- padded_to_batch_max: one example per row, padded to the longest row of its batch.
+
+On a GPU it also measures model FLOPs utilisation for a ~1B decoder on packed 2048-token rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+# ~1.1B parameters, Llama layout (the MFU figure on GPU)
+DECODER_1B = {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
+              "num_attention_heads": 16, "num_key_value_heads": 16, "max_position_embeddings": 2048,
+              "vocab_size": 32000, "tie_word_embeddings": False}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="few examples, short rows (seconds; for tests)")
+    parser.add_argument("--model", default="tiny-llama", help="model of the packed/padded comparison (default tiny-llama)")
+    parser.add_argument("--seq-len", type=int, help="row length (default 2048; --quick 512)")
+    parser.add_argument("--examples", type=int, help="examples trained on per layout (default 1024; --quick 12)")
+    parser.add_argument("--micro-batch-size", type=int, default=4)
+    parser.add_argument("--mfu-steps", type=int, default=10, help="GPU only: steps of the 1B MFU run")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def log(message: str) -> None:
+    print(f"[bench train] {message}", file=sys.stderr, flush=True)
+
+
+def superni_examples(tokenizer_name: str, count: int, seq_len: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """(ids, labels) of up to `count` SuperNI sample training instances, shuffled with the seed."""
+    from imlsweep.corpus.build import build_corpus
+    from imlsweep.corpus.config import CorpusConfig, resolve_paths
+    from imlsweep.data.packing import example_tokens, truncate
+    from imlsweep.data.render import render_examples
+    from imlsweep.data.tokenization import token_ids
+    from imlsweep.data.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_name)
+    with tempfile.TemporaryDirectory() as workdir:
+        config = CorpusConfig.model_validate(
+            {"name": "bench", "sources": [{"benchmark": "superni", "format": "superni", "path": "pkg:superni"}]})
+        corpus = build_corpus(resolve_paths(config, Path(workdir)), os.path.join(workdir, "corpus"))
+        train_tasks = corpus.manifest.loc[corpus.manifest["n_train"] > 0, "task_id"].tolist()
+        rendered = render_examples(corpus, train_tasks, "train", "superni_def_pos", seed=seed)
+    sources = token_ids(tokenizer, [example.source for example in rendered])
+    targets = token_ids(tokenizer, [example.target for example in rendered])
+    examples = [truncate(*example_tokens(s, t, tokenizer.eos_token_id), seq_len) for s, t in zip(sources, targets)]
+    order = np.random.default_rng(seed).permutation(len(examples))[:count]
+    return [examples[i] for i in order]
+
+
+def padded_rows(examples: list[tuple[list[int], list[int]]], length: int | None, pad_id: int) -> dict[str, np.ndarray]:
+    """One example per row, padded to `length` (None: each row to its own length, for batch padding)."""
+    from imlsweep.data.packing import pack_examples
+
+    rows = [pack_examples([example], length or len(example[0]), pad_id) for example in examples]
+    return {key: [row[key][0] for row in rows] for key in rows[0]}
+
+
+def batches(rows: dict[str, Any], micro_batch_size: int, pad_id: int):
+    """int64 batches of `micro_batch_size` rows, each padded to its longest row."""
+    import torch
+
+    fills = {"input_ids": pad_id, "labels": -100, "position_ids": 0, "document_ids": -1}
+    count = len(rows["input_ids"])
+    for start in range(0, count, micro_batch_size):
+        members = range(start, min(start + micro_batch_size, count))
+        width = max(len(rows["input_ids"][i]) for i in members)
+        batch = {}
+        for key, fill in fills.items():
+            array = np.full((len(members), width), fill, dtype=np.int64)
+            for row, i in enumerate(members):
+                array[row, : len(rows[key][i])] = rows[key][i]
+            batch[key] = torch.from_numpy(array)
+        yield batch
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def engine_for(model: Any, micro_batch_size: int, use_gpu: bool) -> Any:
+    """A single-process DeepSpeed engine from the trainer's own config."""
+    import deepspeed
+
+    from imlsweep.train.config import TrainConfig
+    from imlsweep.train.deepspeed_config import deepspeed_config
+
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
+    train = TrainConfig(use_gpu=use_gpu, zero_stage=0 if not use_gpu else 1, precision="bf16" if use_gpu else "fp32",
+                        micro_batch_size=micro_batch_size, lr=1e-4, max_steps=1)
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=deepspeed_config(train))
+    return engine
+
+
+def train_throughput(engine: Any, batch_list: list[dict[str, Any]], document_attention: bool) -> dict[str, float]:
+    """Train once over the batches; tokens/s and target tokens/s (warm-up batch excluded)."""
+    import torch
+
+    from imlsweep.train.loss import batch_loss
+
+    def step(batch: dict[str, Any]) -> int:
+        batch = {key: value.to(engine.device) for key, value in batch.items()}
+        loss, targets = batch_loss(engine, batch, mask_dtype=engine.module.dtype, document_attention=document_attention)
+        engine.backward(loss)
+        engine.step()
+        return int(targets)
+
+    step(batch_list[0])  # warm-up: kernels, allocator
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    target_tokens = sum(step(batch) for batch in batch_list)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    tokens = sum(int((batch["document_ids"] >= 0).sum()) for batch in batch_list)
+    slots = sum(batch["input_ids"].numel() for batch in batch_list)
+    return {"seconds": seconds, "target_tokens_per_s": target_tokens / seconds, "tokens_per_s": tokens / seconds,
+            "rows": sum(batch["input_ids"].shape[0] for batch in batch_list), "token_slots_filled": tokens / slots}
+
+
+def compare_layouts(args: argparse.Namespace, seq_len: int, count: int, use_gpu: bool) -> dict[str, Any]:
+    import torch
+
+    from imlsweep.data.packing import pack_examples
+    from imlsweep.train.model import ModelConfig, load_model
+    from imlsweep.train.worker import flash_attention_available
+
+    model_config = ModelConfig(name=args.model, dropout=0.0)
+    from imlsweep.data.tokenizer import load_tokenizer
+
+    pad_id = load_tokenizer(model_config.tokenizer_name).pad_token_id
+    examples = superni_examples(model_config.tokenizer_name, count, seq_len, args.seed)
+    lengths = [len(ids) for ids, _ in examples]
+    log(f"{len(examples)} SuperNI examples, length mean {np.mean(lengths):.0f}, max {max(lengths)}; rows of {seq_len}")
+    layouts = {
+        "packed": pack_examples(examples, seq_len, pad_id),
+        "padded": padded_rows(examples, seq_len, pad_id),
+        "padded_to_batch_max": padded_rows(examples, None, pad_id),
+    }
+    flash = use_gpu and flash_attention_available()
+    results = {}
+    for name, rows in layouts.items():
+        torch.manual_seed(args.seed)
+        model = load_model(model_config, attn_implementation="flash_attention_2" if flash else None)
+        engine = engine_for(model, args.micro_batch_size, use_gpu)
+        batch_list = list(batches(rows, args.micro_batch_size, pad_id))
+        log(f"{name}: {len(batch_list)} batches")
+        results[name] = train_throughput(engine, batch_list, document_attention=not flash)
+    return {"examples": len(examples), "seq_len": seq_len, "mean_example_tokens": float(np.mean(lengths)),
+            "layouts": results,
+            "packed_vs_padded": results["packed"]["target_tokens_per_s"] / results["padded"]["target_tokens_per_s"],
+            "packed_vs_padded_to_batch_max": (results["packed"]["target_tokens_per_s"]
+                                              / results["padded_to_batch_max"]["target_tokens_per_s"]),
+            "goal_packed_vs_padded": 3.0}
+
+
+def decoder_1b_mfu(args: argparse.Namespace) -> dict[str, Any]:
+    """MFU of a ~1.1B decoder training on full 2048-token packed rows, bf16, one GPU."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from imlsweep.train.metrics import model_flops_utilization, peak_flops
+    from imlsweep.train.worker import flash_attention_available
+
+    values = dict(DECODER_1B)
+    hf_config = AutoConfig.for_model(values.pop("model_type"), **values)
+    flash = flash_attention_available()
+    model = AutoModelForCausalLM.from_config(hf_config, attn_implementation="flash_attention_2" if flash else "sdpa",
+                                             dtype=torch.bfloat16)
+    n_params = sum(p.numel() for p in model.parameters())
+    engine = engine_for(model, args.micro_batch_size, use_gpu=True)
+    seq_len, rng = 2048, np.random.default_rng(args.seed)
+    batch_list = []
+    for _ in range(args.mfu_steps + 1):  # documents of SuperNI-like lengths filling every row
+        ids = rng.integers(3, hf_config.vocab_size, size=(args.micro_batch_size, seq_len))
+        document_ids = np.zeros_like(ids)
+        for row in document_ids:
+            bounds = np.sort(rng.choice(np.arange(1, seq_len), size=7, replace=False))
+            for number, start in enumerate(bounds, start=1):
+                row[start:] = number
+        position_ids = np.stack([row_positions(row) for row in document_ids])
+        batch_list.append({"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(ids),
+                           "position_ids": torch.from_numpy(position_ids), "document_ids": torch.from_numpy(document_ids)})
+    measured = train_throughput(engine, batch_list, document_attention=not flash)
+    device = torch.cuda.get_device_name()
+    peak = peak_flops(device)
+    mfu = (model_flops_utilization(n_params, hf_config.num_hidden_layers, hf_config.hidden_size, seq_len,
+                                   measured["tokens_per_s"], peak) if peak else None)
+    return {"device": device, "parameters": n_params, "seq_len": seq_len, "flash_attention": flash,
+            "tokens_per_s": measured["tokens_per_s"], "mfu": mfu, "goal_mfu": 0.45}
+
+
+def row_positions(document_ids: np.ndarray) -> np.ndarray:
+    """Positions restarting at 0 where the document id changes."""
+    starts = np.flatnonzero(np.diff(document_ids, prepend=document_ids[0] - 1))
+    positions = np.arange(len(document_ids))
+    return positions - np.repeat(starts, np.diff(np.append(starts, len(document_ids))))
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """DeepSpeed and its op builds print on stdout (also from C); --json keeps stdout for the result."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    use_gpu = torch.cuda.is_available()
+    seq_len = args.seq_len or (512 if args.quick else 2048)
+    count = args.examples or (12 if args.quick else 1024)
+    with stdout_to_stderr():
+        result: dict[str, Any] = {"benchmark": "train", "device": torch.cuda.get_device_name() if use_gpu else "cpu",
+                                  "model": args.model, **compare_layouts(args, seq_len, count, use_gpu)}
+        result["decoder_1b"] = decoder_1b_mfu(args) if use_gpu and not args.quick else None
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"packed {result['layouts']['packed']['target_tokens_per_s']:.0f} target tokens/s, "
+              f"padded {result['layouts']['padded']['target_tokens_per_s']:.0f}: "
+              f"{result['packed_vs_padded']:.2f}x (goal >= 3x); vs padding to the batch's longest row "
+              f"{result['packed_vs_padded_to_batch_max']:.2f}x")
+        if result["decoder_1b"]:
+            print(f"1B decoder at 2048 tokens on {result['decoder_1b']['device']}: MFU {result['decoder_1b']['mfu']}")
+    return 0

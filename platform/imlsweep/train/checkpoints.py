@@ -1,0 +1,83 @@
+"""Checkpoints: retention as Ray Train keeps it, DeepSpeed state with the data position, and the final
+export in Hugging Face format.
+
+Retention (`train.keep`): `all` keeps every checkpoint; `last` the `num_to_keep` most recent; `best`
+the `num_to_keep` with the lowest training loss; `none` writes no checkpoint (a failed worker then
+restarts the trial from step 0).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from imlsweep.train.config import TrainConfig
+
+ENGINE_TAG = "state"  # DeepSpeed tag (subfolder) inside each checkpoint
+PROGRESS_FILE = "progress.json"
+SCORE_METRIC = "loss"
+
+
+@dataclass
+class Progress:
+    """Where training stands: optimizer steps, and the position in the data stream to resume from."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0  # micro-batches of `epoch` already trained on
+    train_tokens: int = 0
+    train_examples: int = 0
+    train_time_s: float = 0.0
+
+
+def retention(train: TrainConfig) -> dict[str, Any]:
+    """Keyword arguments of `ray.train.CheckpointConfig`."""
+    if train.keep == "last":
+        return {"num_to_keep": train.num_to_keep}
+    if train.keep == "best":
+        return {"num_to_keep": train.num_to_keep, "checkpoint_score_attribute": SCORE_METRIC,
+                "checkpoint_score_order": "min"}
+    return {}
+
+
+def checkpoint_due(train: TrainConfig, step: int) -> bool:
+    """A periodic checkpoint after this optimizer step (the final one is always written unless `none`)."""
+    return train.keep != "none" and train.checkpoint_every is not None and step % train.checkpoint_every == 0
+
+
+def checkpoint_dir_name(step: int) -> str:
+    return f"checkpoint_{step:06d}"
+
+
+def save_state(engine: Any, directory: str, progress: Progress) -> None:
+    """Every rank writes its DeepSpeed shard; rank 0 also writes the data position."""
+    engine.save_checkpoint(directory, tag=ENGINE_TAG)
+    if engine.global_rank == 0:
+        with open(os.path.join(directory, PROGRESS_FILE), "w") as stream:
+            json.dump(asdict(progress), stream)
+
+
+def load_state(engine: Any, directory: str) -> Progress:
+    engine.load_checkpoint(directory, tag=ENGINE_TAG)
+    with open(os.path.join(directory, PROGRESS_FILE)) as stream:
+        return Progress(**json.load(stream))
+
+
+def full_state_dict(engine: Any) -> dict[str, Any] | None:
+    """The whole model's weights on rank 0 (None elsewhere); every rank must call it under ZeRO 3."""
+    if engine.zero_optimization_partition_weights():
+        state = engine._zero3_consolidated_16bit_state_dict()
+        return state if engine.global_rank == 0 else None
+    return engine.module.state_dict() if engine.global_rank == 0 else None
+
+
+def export_hf(engine: Any, tokenizer: Any, out_dir: str) -> bool:
+    """Write model config, safetensors weights and tokenizer to `out_dir` on rank 0."""
+    state = full_state_dict(engine)
+    if state is None:
+        return False
+    engine.module.save_pretrained(out_dir, state_dict=state, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return True

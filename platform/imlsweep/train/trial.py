@@ -1,0 +1,126 @@
+"""One trial on Ray Train: check the config, build the mixture's dataset, run the DeepSpeed workers,
+return what the trial produced.
+
+Sweeps call `run_trial` inside a Ray Tune function trainable and pass Tune's report callback; the
+trial directory `<storage>/<name>/` holds trial.yaml, metrics.jsonl, checkpoints and hf_model/.
+Names are the trial's own (no timestamps), so a rerun of the same trial finds its earlier state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from imlsweep.config import dump_config
+from imlsweep.errors import UserError
+from imlsweep.train import storage
+from imlsweep.train.checkpoints import retention
+from imlsweep.train.config import TrialConfig
+from imlsweep.train.deepspeed_config import deepspeed_config
+from imlsweep.train.worker import TRAIN_DATASET, train_loop_per_worker
+
+
+@dataclass
+class TrialResult:
+    name: str
+    trial_dir: str
+    metrics: dict[str, Any]  # the final report
+    checkpoint: str | None  # the latest checkpoint kept, if any
+    hf_model_dir: str | None
+    train_time_s: float
+    train_tokens: int
+    train_examples: int
+    eval_metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def check_trial(config: TrialConfig) -> str:
+    """Fail before any worker starts on what the config cannot run; returns the model kind."""
+    from imlsweep.data.tokenizer import load_tokenizer
+    from imlsweep.train.model import model_config, model_kind
+
+    hf_config = model_config(config.model)
+    load_tokenizer(config.model.tokenizer_name)  # raises on a tokenizer without EOS
+    if config.init_from is not None and "://" not in config.init_from and not os.path.isdir(config.init_from):
+        raise UserError(f"init_from: {config.init_from!r} is not a folder")
+    return model_kind(hf_config)
+
+
+def steps_per_epoch(rows: int, config: TrialConfig) -> int:
+    """Optimizer steps in one pass over `rows` packed rows (each worker drops its last partial batch)."""
+    train = config.train
+    return rows // (train.micro_batch_size * train.workers) // train.accumulation_steps
+
+
+def total_steps(config: TrialConfig, dataset: Any) -> int:
+    train = config.train
+    if train.max_steps is not None:
+        return train.max_steps
+    per_epoch = steps_per_epoch(dataset.count(), config)
+    if per_epoch == 0:
+        raise UserError(f"{config.name}: the mixture gives fewer packed rows than one optimizer step needs "
+                        f"({train.rows_per_step})")
+    return per_epoch * (train.epochs or 1)
+
+
+def trial_dir(storage_path: str, name: str) -> str:
+    if "://" not in storage_path:
+        storage_path = os.path.abspath(os.path.expanduser(storage_path))
+    return storage.join(storage_path, name)
+
+
+def run_trial(config: TrialConfig, storage_path: str, *, callbacks: Sequence[Any] = (),
+              dataset: Any = None) -> TrialResult:
+    """Run one trial with a Ray Train `TorchTrainer`. `dataset` (a Ray Dataset of packed rows in the
+    data -> train contract) replaces the one built from `config.corpus` + `config.mixture`."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from imlsweep.data.pipeline import train_data_config
+
+    kind = check_trial(config)
+    if dataset is None:
+        dataset = build_dataset(config, kind)
+    directory = trial_dir(storage_path, config.name)
+    storage.write_text(storage.join(directory, "trial.yaml"), dump_config(config))
+    train = config.train
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"trial": config.model_dump(mode="json"), "trial_dir": directory,
+                           "deepspeed": deepspeed_config(train),
+                           "total_steps": total_steps(config, dataset)},
+        torch_config=TorchConfig(backend="nccl" if train.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=train.workers, use_gpu=train.use_gpu),
+        run_config=ray.train.RunConfig(
+            name=config.name, storage_path=directory.rsplit("/", 1)[0],
+            checkpoint_config=ray.train.CheckpointConfig(**retention(train)),
+            failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
+            callbacks=list(callbacks) or None),
+        datasets={TRAIN_DATASET: dataset},
+        dataset_config=train_data_config(),
+    )
+    result = trainer.fit()
+    metrics = dict(result.metrics or {})
+    return TrialResult(
+        name=config.name, trial_dir=directory, metrics=metrics,
+        checkpoint=result.checkpoint.path if result.checkpoint is not None else None,
+        hf_model_dir=storage.join(directory, "hf_model") if train.export_hf else None,
+        train_time_s=float(metrics.get("train_time_s", 0.0)), train_tokens=int(metrics.get("train_tokens", 0)),
+        train_examples=int(metrics.get("train_examples", 0)),
+        eval_metrics=read_eval_metrics(directory) if config.eval is not None else {},
+    )
+
+
+def build_dataset(config: TrialConfig, kind: str) -> Any:
+    from imlsweep.data.pipeline import build_train_dataset
+
+    return build_train_dataset(config.mixture, config.corpus, config.model.tokenizer_name, kind)
+
+
+def read_eval_metrics(directory: str) -> dict[str, Any]:
+    """metrics.json, as the evaluation wrote it into the trial directory."""
+    from imlsweep.eval.results import METRICS_FILE
+
+    text = storage.read_text(storage.join(directory, METRICS_FILE))
+    return json.loads(text) if text else {}

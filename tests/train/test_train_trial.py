@@ -1,0 +1,142 @@
+"""Whole trials on a local Ray instance: Ray Train workers with real DeepSpeed engines on CPU (gloo),
+the real data pipeline over the bundled SuperNI sample, checkpoints and exports on disk.
+
+Three runs, shared by the tests below:
+- `learn` (through `imlsweep train CONFIG --json`): 1 worker, tiny Llama, bf16, ZeRO 2, 12 steps over
+  two epochs, keep the best 2 checkpoints, then a small evaluation on a held-out task.
+- `zero2`: 2 workers, tiny OPT, fp32, ZeRO 2, no checkpoints.
+- `zero3_restart`: the same trial with ZeRO 3; rank 0 raises after step 4 (test hook) and the trial
+  resumes from its step-4 checkpoint mid-epoch. It must end where `zero2` ended: same steps, same
+  losses, same weights, which only holds if the data stream resumed where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+
+from imlsweep.cli import main
+from imlsweep.train.config import TrialConfig, load_trial_config
+from imlsweep.train.trial import run_trial
+
+TASKS = ["task363_sst2_polarity_classification", "task109_smsspamcollection_spamsmsdetection",
+         "task1346_glue_cola_grammatical_correctness_classification"]
+MIXTURE = {"tasks": TASKS, "encoding": {"name": "no_instruction"}, "max_length": 128, "seed": 0}
+EVAL_TASK = "task1344_glue_entailment_classification"  # held out: trained on by none of the runs
+TWO_WORKERS = {"workers": 2, "precision": "fp32", "lr": 3e-3, "warmup_steps": 2, "micro_batch_size": 2,
+               "max_steps": 6, "log_every": 2, "export_hf": True, "max_failures": 1}
+
+
+def trial(sample_corpus, name: str, model: dict, train: dict) -> TrialConfig:
+    return TrialConfig.model_validate({"name": name, "corpus": str(sample_corpus), "model": model,
+                                       "mixture": MIXTURE, "train": train})
+
+
+def train_command(config_path: Path, storage: Path) -> SimpleNamespace:
+    """`imlsweep train CONFIG --storage DIR --json`, in this process (it reuses the running Ray)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["train", str(config_path), "--storage", str(storage), "--json"]) == 0
+    return SimpleNamespace(**json.loads(out.getvalue()))
+
+
+@pytest.fixture(scope="module")
+def runs(ray_local, sample_corpus, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("trials")
+    learn = {"name": "learn", "corpus": str(sample_corpus), "model": {"name": "tiny-llama"}, "mixture": MIXTURE,
+             "train": {"precision": "bf16", "zero_stage": 2, "lr": 3e-3, "warmup_steps": 2, "micro_batch_size": 4,
+                       "max_steps": 12, "log_every": 2, "checkpoint_every": 4, "keep": "best", "num_to_keep": 2,
+                       "export_hf": True},
+             "eval": {"tasks": [EVAL_TASK], "max_per_task": 4, "max_new_tokens": 4, "batch_size": 4}}
+    config_path = storage / "learn.yaml"
+    config_path.write_text(yaml.safe_dump(learn))
+    results = {"learn": train_command(config_path, storage)}
+    configs = {
+        "zero2": trial(sample_corpus, "zero2", {"name": "tiny-opt", "dropout": 0.0},
+                       {**TWO_WORKERS, "zero_stage": 2, "keep": "none"}),
+        "zero3_restart": trial(sample_corpus, "zero3_restart", {"name": "tiny-opt", "dropout": 0.0},
+                               {**TWO_WORKERS, "zero_stage": 3, "checkpoint_every": 2, "keep": "all",
+                                "fail_at_step": 4}),
+    }
+    results.update({name: run_trial(config, str(storage)) for name, config in configs.items()})
+    return storage, results
+
+
+def metric_lines(result) -> list[dict]:
+    return [json.loads(line) for line in Path(result.trial_dir, "metrics.jsonl").read_text().splitlines()]
+
+
+def checkpoint_dirs(result) -> list[str]:
+    return sorted(path.name for path in Path(result.trial_dir).glob("checkpoint_*"))
+
+
+def test_loss_goes_down_and_metrics_are_logged(runs):
+    _, results = runs
+    result = results["learn"]
+    lines = metric_lines(result)
+    assert [line["step"] for line in lines] == [2, 4, 6, 8, 10, 12]
+    assert lines[-1]["epoch"] == 1  # 9 micro-batches per epoch: the run wrapped around
+    for line in lines:
+        assert {"loss", "lr", "grad_norm", "tokens_per_s", "target_tokens_per_s", "train_tokens"} <= set(line)
+        assert line["target_tokens_per_s"] < line["tokens_per_s"]
+    assert lines[-1]["loss"] < lines[0]["loss"] - 1.0
+    assert all(later < earlier for earlier, later in zip([line["lr"] for line in lines], [line["lr"] for line in lines][1:]))
+    assert result.metrics["step"] == 12 and result.metrics["done"] is True
+    assert result.train_examples > 0 and result.train_tokens > 0 and result.train_time_s > 0
+    reloaded = load_trial_config(Path(result.trial_dir, "trial.yaml"))
+    assert reloaded.model_dump() == TrialConfig.model_validate(reloaded.model_dump()).model_dump()
+    assert reloaded.train.keep == "best" and reloaded.mixture.tasks == TASKS
+
+
+def test_retention_leaves_what_it_promises(runs):
+    _, results = runs
+    losses = {line["step"]: line["loss"] for line in metric_lines(results["learn"])}
+    best_two = sorted(sorted((4, 8, 12), key=lambda step: losses[step])[:2])
+    assert checkpoint_dirs(results["learn"]) == [f"checkpoint_{step:06d}" for step in best_two]
+    assert checkpoint_dirs(results["zero2"]) == []  # keep: none
+    assert results["zero2"].checkpoint is None
+    assert checkpoint_dirs(results["zero3_restart"]) == ["checkpoint_000002", "checkpoint_000004", "checkpoint_000006"]
+    assert results["zero3_restart"].checkpoint.endswith("checkpoint_000006")
+
+
+def test_evaluation_runs_after_training(runs):
+    _, results = runs
+    result = results["learn"]
+    assert Path(result.trial_dir, "predictions.parquet").is_file()
+    assert json.loads(Path(result.trial_dir, "metrics.json").read_text()) == result.eval_metrics
+    assert [task["task_id"] for task in result.eval_metrics["tasks"]] == [EVAL_TASK]
+    assert "eval/combined" in result.metrics  # reported with the final metrics, for Tune and W&B
+    assert not Path(results["zero2"].trial_dir, "metrics.json").exists()  # no eval suite, no evaluation
+
+
+def test_restart_resumes_from_checkpoint_with_same_steps_and_data(runs):
+    _, results = runs
+    restarted, reference = metric_lines(results["zero3_restart"]), metric_lines(results["zero2"])
+    assert [line["step"] for line in restarted] == [line["step"] for line in reference] == [2, 4, 6]
+    for ours, theirs in zip(restarted, reference):
+        assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-4)
+        assert ours["train_examples"] == theirs["train_examples"]
+    assert results["zero3_restart"].metrics["step"] == 6
+
+
+def test_exported_weights_load_with_from_pretrained(runs):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, results = runs
+    loaded = {name: AutoModelForCausalLM.from_pretrained(results[name].hf_model_dir) for name in results
+              if name != "learn"}
+    learned = AutoModelForCausalLM.from_pretrained(results["learn"].hf_model_dir)
+    assert learned.config.model_type == "llama" and learned.dtype == torch.bfloat16
+    assert AutoTokenizer.from_pretrained(results["learn"].hf_model_dir).eos_token == "</s>"
+    # ZeRO 3 gathers its shards into the same weights ZeRO 2 trained, restart and all
+    zero2, zero3 = loaded["zero2"].state_dict(), loaded["zero3_restart"].state_dict()
+    assert zero2.keys() == zero3.keys()
+    for key in zero2:
+        assert torch.allclose(zero2[key], zero3[key], atol=1e-4), key
