@@ -1,0 +1,1 @@
+"""Evaluation: generation, rank classification, SuperNI-compatible metrics, the OPT-IML aggregation."""

@@ -1,0 +1,50 @@
+"""The eval suite of a trial (`TrialConfig.eval`) or of `imlsweep eval run`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from imlsweep.config import StrictModel
+from imlsweep.data.encodings import EncodingConfig
+
+EvalMode = Literal["auto", "generation", "rank"]
+
+
+class EvalConfig(StrictModel):
+    tasks: list[str] | None = Field(default=None, description="task ids; null = the corpus's eval tasks")
+    split: Literal["train", "validation", "test"] = Field(default="test", description="which instances")
+    max_per_task: int | None = Field(default=100, ge=1, description="first N instances per task; null = all")
+    encoding: EncodingConfig | None = Field(default=None, description="prompt encoding; null = the trial mixture's")
+    shots: list[int] = Field(default=[0], min_length=1, description="demonstrations per prompt, one run each")
+    mode: EvalMode = Field(default="auto", description="auto: rank classification when an item has "
+                           "candidates, generation otherwise")
+    max_new_tokens: int = Field(default=256, ge=1, description="greedy decoding stops at EOS or here")
+    max_source_tokens: int | None = Field(default=None, ge=1, description="prompts are cut to their last "
+                                          "N tokens; null = what the model's context leaves")
+    batch_size: int = Field(default=16, ge=1)
+    rank_choice: Literal["sum", "per_char"] = Field(
+        default="sum", description="which candidate score picks the answer (both are recorded)")
+    group_by: Literal["category", "benchmark"] = Field(default="category", description="OPT-IML columns")
+    task_groups: dict[str, list[str]] = Field(
+        default_factory=dict, description="one task made of sub-tasks or of the same task in several "
+        "benchmarks: name -> task ids or glob patterns (e.g. mmlu: ['mmlu_*'])")
+    largest_categories: int | None = Field(
+        default=None, ge=1, description="sample-efficiency view: report the N largest categories, club "
+        "the rest as 'others'; null = no clubbing")
+    seed: int = Field(default=0, description="seed of sampling and demonstrations")
+
+    @field_validator("shots")
+    @classmethod
+    def _validate_shots(cls, value: list[int]) -> list[int]:
+        if any(shot < 0 for shot in value) or len(set(value)) != len(value):
+            raise ValueError("shots must be distinct non-negative integers")
+        return value
+
+
+def superni_preset(**overrides: Any) -> EvalConfig:
+    """The SuperNI evaluation protocol: first 100 test instances per task, greedy, 128 new tokens."""
+    values: dict[str, Any] = {"split": "test", "max_per_task": 100, "mode": "generation", "max_new_tokens": 128}
+    values.update(overrides)
+    return EvalConfig.model_validate(values)
