@@ -1,0 +1,1 @@
+"""Sweeps: YAML specs, grid expansion, stages, the Ray Tune driver, W&B tracking, results, resume."""

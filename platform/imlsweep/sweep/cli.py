@@ -1,0 +1,101 @@
+"""`imlsweep sweep {plan,run,resume,status}`.
+
+`run` and `resume` connect to the Ray cluster named by --address or RAY_ADDRESS (set by `ray job
+submit`), or start a local instance; they print the sweep directory at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="sweep_command", metavar="{plan,run,resume,status}")
+
+    plan = commands.add_parser("plan", help="trials by stage and axis, resources, GPU-hours and disk estimates")
+    plan.add_argument("spec", metavar="SPEC", help="a sweep spec (YAML)")
+    plan.add_argument("--storage", default=None, help="override the spec's storage folder")
+    plan.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    plan.set_defaults(handler=plan_command)
+
+    run = commands.add_parser("run", help="run a sweep with Ray Tune")
+    run.add_argument("spec", metavar="SPEC", help="a sweep spec (YAML)")
+    run.add_argument("--storage", default=None, help="override the spec's storage folder")
+    add_run_options(run)
+    run.set_defaults(handler=run_command)
+
+    resume = commands.add_parser("resume", help="continue a sweep: finished trials are not run again")
+    resume.add_argument("sweep_dir", metavar="DIR", help="a sweep directory (holds sweep.yaml)")
+    add_run_options(resume)
+    resume.set_defaults(handler=resume_command)
+
+    status = commands.add_parser("status", help="counts by state and the failing trials with their errors")
+    status.add_argument("sweep_dir", metavar="DIR", help="a sweep directory (holds sweep.yaml)")
+    status.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    status.set_defaults(handler=status_command)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address (default: RAY_ADDRESS, else a new local instance)")
+    parser.add_argument("--report", action="store_true", help="build the HTML report when the sweep ends")
+    parser.add_argument("--json", action="store_true", help="print the final status as JSON on stdout")
+
+
+def plan_command(args: argparse.Namespace) -> int:
+    from imlsweep.sweep.loading import open_spec
+    from imlsweep.sweep.plan import format_plan, plan_summary
+
+    sweep = open_spec(args.spec, args.storage)
+    summary = plan_summary(sweep.spec, sweep.trials)
+    print(json.dumps(summary) if args.json else format_plan(summary))
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from imlsweep.sweep.loading import open_spec
+
+    return execute(open_spec(args.spec, args.storage), args)
+
+
+def resume_command(args: argparse.Namespace) -> int:
+    from imlsweep.sweep.loading import open_sweep_dir
+
+    return execute(open_sweep_dir(args.sweep_dir), args)
+
+
+def execute(sweep, args: argparse.Namespace) -> int:
+    import ray
+
+    from imlsweep.sweep.driver import run_sweep
+    from imlsweep.sweep.status import format_status
+
+    if not ray.is_initialized():
+        address = args.address or os.environ.get("RAY_ADDRESS") or "local"
+        if address == "local":
+            # At least 4 logical CPUs: a small machine still fits a trial's worker beside its data tasks.
+            ray.init(address="local", num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False,
+                     log_to_driver=False, runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+        else:
+            ray.init(address=address, log_to_driver=False)
+    status = run_sweep(sweep)
+    print(format_status(status), file=sys.stderr)
+    if args.report:
+        from imlsweep.report.build import build_report
+
+        paths = build_report(sweep.dir, None)
+        print(f"report: {paths.html}", file=sys.stderr)
+    print(json.dumps(status) if args.json else str(sweep.dir))
+    return 0 if status["counts"]["completed"] == status["total_trials"] else 1
+
+
+def status_command(args: argparse.Namespace) -> int:
+    from imlsweep.sweep.loading import open_sweep_dir
+    from imlsweep.sweep.status import format_status, sweep_status_of
+
+    status = sweep_status_of(open_sweep_dir(args.sweep_dir))
+    print(json.dumps(status) if args.json else format_status(status))
+    return 0

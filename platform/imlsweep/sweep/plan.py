@@ -1,0 +1,147 @@
+"""`sweep plan`: trial counts by stage and axis, resources, and GPU-hour and disk estimates.
+
+Estimates multiply out figures the user can set in the spec's `estimate:` section: tokens per trial
+come from the train steps and batch when the trial has `train.max_steps`, else from examples per task
+x tasks x tokens per example x epochs; GPU-hours = tokens / (GPU tokens/s); checkpoint disk = exported
+models x parameters x bytes per parameter, plus optimizer state while trials run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from imlsweep.sweep.expand import PlannedTrial
+from imlsweep.sweep.spec import SweepSpec
+
+# Optimizer state of a running trial: fp32 master weights + two Adam moments.
+OPTIMIZER_BYTES_PER_PARAM = 12
+NAMED_SIZES = {"small": 60e6, "base": 250e6, "large": 780e6, "xl": 3e9, "xxl": 11e9}
+
+
+def model_params(name: str) -> float | None:
+    """Parameters from a model name: `tk-instruct-3b` -> 3e9, `t5-xl-lm-adapt` -> 3e9, tiny -> counted."""
+    from imlsweep.train.model import ModelConfig
+
+    if ModelConfig(name=name).is_tiny:
+        from imlsweep.train.model import load_model
+
+        return float(sum(p.numel() for p in load_model(ModelConfig(name=name)).parameters()))
+    stem = Path(name).name.lower()
+    match = re.search(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)([mb])(?![a-z])", stem)
+    if match:
+        return float(match.group(1)) * (1e6 if match.group(2) == "m" else 1e9)
+    for size in sorted(NAMED_SIZES, key=len, reverse=True):
+        if re.search(rf"(?<![a-z]){size}(?![a-z])", stem):
+            return NAMED_SIZES[size]
+    return None
+
+
+def trial_examples(config: dict[str, Any], spec: SweepSpec) -> float:
+    estimate = spec.estimate
+    if estimate.examples_per_trial is not None:
+        return estimate.examples_per_trial
+    mixture = config.get("mixture", {})
+    per_task = mixture.get("samples_per_task")
+    per_task = estimate.examples_per_task_all if per_task in (None, "all") else float(per_task)
+    tasks = mixture.get("tasks")
+    n_tasks = len(tasks) if isinstance(tasks, list) else estimate.training_tasks
+    return per_task * n_tasks
+
+
+def trial_tokens(config: dict[str, Any], spec: SweepSpec) -> float:
+    train = config.get("train", {})
+    steps = train.get("max_steps")
+    if steps:
+        batch = train.get("global_batch_size") or (
+            train.get("micro_batch_size", 8) * train.get("grad_accum", 1) * train.get("workers", 1))
+        return float(steps) * batch * config.get("mixture", {}).get("max_length", 2048)
+    epochs = train.get("epochs") or spec.estimate.epochs
+    return trial_examples(config, spec) * spec.estimate.tokens_per_example * epochs
+
+
+def stage_trial_count(spec: SweepSpec, trials: list[PlannedTrial], stage: str) -> int:
+    search = next(s.search for s in spec.stages if s.name == stage)
+    count = sum(trial.stage == stage for trial in trials)
+    return search.num_samples if search else count
+
+
+def trials_by_label(trials: list[PlannedTrial], label: str, weights: dict[str, float]) -> dict[str, int]:
+    """Trial counts by a label's value, e.g. `setting`: {single_task: 952, multi_task: 9}."""
+    counts: Counter = Counter()
+    for trial in trials:
+        if label in trial.labels:
+            counts[str(trial.labels[label])] += weights[trial.stage]
+    return {key: int(round(value)) for key, value in counts.most_common()}
+
+
+def plan_summary(spec: SweepSpec, trials: list[PlannedTrial], cluster: dict[str, float] | None = None) -> dict[str, Any]:
+    """What `sweep plan --json` prints. `cluster` (CPU/GPU totals) sets the concurrency figure."""
+    from imlsweep.sweep.driver import max_concurrent_trials
+
+    by_stage = {stage.name: stage_trial_count(spec, trials, stage.name) for stage in spec.stages}
+    axes = {stage.name: {key: len(values) for key, values in stage.axes.items()} for stage in spec.stages}
+    cells = {stage.name: [cell.name for cell in stage.cells] for stage in spec.stages if stage.cells}
+    per_task = {stage.name: len(stage.per_task.tasks) for stage in spec.stages if stage.per_task}
+    weights = {stage.name: stage_trial_count(spec, trials, stage.name) / max(1, sum(t.stage == stage.name for t in trials))
+               for stage in spec.stages}
+    tokens = sum(trial_tokens(trial.config, spec) * weights[trial.stage] for trial in trials)
+    gpus = spec.resources.workers * spec.resources.gpus_per_worker
+    names = Counter(trial.config.get("model", {}).get("name") for trial in trials)
+    params = spec.estimate.model_params or max(
+        (model_params(name) or 0 for name in names if name), default=0) or None
+    exported = sum(bool(trial.config.get("train", {}).get("export_hf")) for trial in trials)
+    concurrency = max_concurrent_trials(spec, cluster) if cluster else None
+    summary: dict[str, Any] = {
+        "sweep": spec.name,
+        "total_trials": sum(by_stage.values()),
+        "trials_by_stage": by_stage,
+        "trials_by_setting": trials_by_label(trials, "setting", weights),
+        "axes": axes,
+        "cells": cells,
+        "per_task": per_task,
+        "models": dict(names),
+        "resources": spec.resources.model_dump() | {"gpus_per_trial": gpus},
+        "max_concurrent_trials": concurrency,
+        "train_tokens": tokens,
+        "gpu_hours": tokens / spec.estimate.gpu_tokens_per_s / 3600,
+        "model_params": params,
+        "exported_models": exported,
+    }
+    if params:
+        running = (concurrency or 1) * params * OPTIMIZER_BYTES_PER_PARAM
+        kept = len(trials) * params * OPTIMIZER_BYTES_PER_PARAM if spec.retention.checkpoints == "keep" else 0
+        summary["checkpoint_disk_gb"] = (exported * params * spec.estimate.checkpoint_bytes_per_param + kept) / 1e9
+        summary["peak_running_checkpoint_gb"] = running / 1e9
+    return summary
+
+
+def format_plan(summary: dict[str, Any]) -> str:
+    by_stage = summary["trials_by_stage"]
+    lines = [f"sweep {summary['sweep']}: {summary['total_trials']} trials = "
+             + " + ".join(str(count) for count in by_stage.values())
+             + "  (" + ", ".join(f"{stage} {count}" for stage, count in by_stage.items()) + ")"]
+    if summary["trials_by_setting"]:
+        by_setting = summary["trials_by_setting"]
+        lines.append(f"  by setting: {sum(by_setting.values())} = " + " + ".join(
+            f"{count} {setting}" for setting, count in by_setting.items()))
+    for stage, count in by_stage.items():
+        parts = []
+        if summary["cells"].get(stage):
+            parts.append(f"{len(summary['cells'][stage])} cells ({', '.join(summary['cells'][stage])})")
+        parts += [f"{key} x{n}" for key, n in summary["axes"][stage].items()]
+        if stage in summary["per_task"]:
+            parts.append(f"{summary['per_task'][stage]} tasks")
+        lines.append(f"  {stage}: {count} trials" + (": " + " x ".join(parts) if parts else ""))
+    resources = summary["resources"]
+    lines.append(f"resources per trial: {resources['workers']} workers x {resources['gpus_per_worker']} GPU, "
+                 f"{resources['cpus_per_worker']} CPU" + (f"; {summary['max_concurrent_trials']} trials at a time here"
+                                                          if summary["max_concurrent_trials"] else ""))
+    lines.append("models: " + ", ".join(f"{name} ({n})" for name, n in summary["models"].items()))
+    lines.append(f"estimate: {summary['train_tokens']:.3g} train tokens, {summary['gpu_hours']:.3g} GPU-hours")
+    if "checkpoint_disk_gb" in summary:
+        lines.append(f"disk: {summary['exported_models']} exported models, {summary['checkpoint_disk_gb']:.3g} GB kept; "
+                     f"{summary['peak_running_checkpoint_gb']:.3g} GB of optimizer state while trials run")
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""The sweep's tidy results table, `<sweep dir>/results.parquet`, rebuilt as trials finish.
+
+One row per (trial, evaluated task, shots). Columns:
+
+- `sweep`, `stage`, `trial`: names (the stage is also the trial's W&B job_type).
+- `status`: `completed`, or `error` for a trial whose retries ran out (one row, task columns null).
+- `task_id`, `benchmark`, `category`, `level`, `shots`, `rougeL`, `exact_match`, `accuracy`, `score`,
+  `n_eval`: from the trial's `metrics.json` (`tasks` list); `score` is the task's primary metric.
+- `train_examples`, `train_time_s`, `train_tokens`: from the trial's run.
+- One column per swept key, named by the key's last part (`eps`, `samples_per_task`, `lr`, ...), plus
+  the labels a spec gives its stages and cells: `cell` (the cell's name), and in the shipped
+  sample-efficiency specs `setting` (single_task | multi_task | prefinetune) and `instructions`
+  (bool); per-task stages add `trained_task`. A column whose values mix types (e.g.
+  `samples_per_task`: 100, 200, 1000, "all") is stored as text ("100", ..., "all").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from imlsweep.sweep.expand import PlannedTrial
+from imlsweep.sweep.state import ERROR_FILE, read_result
+
+RESULTS_FILE = "results.parquet"
+TASK_COLUMNS = ("task_id", "benchmark", "category", "level", "shots", "rougeL", "exact_match",
+                "accuracy", "score", "n_eval")
+RUN_COLUMNS = ("train_examples", "train_time_s", "train_tokens")
+FIXED_COLUMNS = ("sweep", "stage", "trial", "status") + TASK_COLUMNS + RUN_COLUMNS
+
+
+def read_task_metrics(trial_dir: Path) -> list[dict[str, Any]]:
+    path = trial_dir / "metrics.json"
+    if not path.is_file():
+        return []
+    return list(json.loads(path.read_text(encoding="utf-8")).get("tasks", []))
+
+
+def trial_rows(sweep: str, trial: PlannedTrial, trial_dir: Path, result: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Rows of one trial: one per evaluated task and shots; one bare row for a failed trial."""
+    head = {"sweep": sweep, "stage": trial.stage, "trial": trial.name,
+            "status": "completed" if result is not None else "error"}
+    run = {key: (result or {}).get(key) for key in RUN_COLUMNS}
+    tasks = read_task_metrics(trial_dir) if result is not None else []
+    labels = trial.labels | (result or {}).get("labels", {})  # a search trial records its sampled values
+    rows = [head | {key: task.get(key) for key in TASK_COLUMNS} | run | labels for task in tasks]
+    return rows or [head | {key: None for key in TASK_COLUMNS} | run | labels]
+
+
+def results_table(sweep: str, sweep_dir: Path, trials: list[PlannedTrial],
+                  finished_rows: dict[str, list[dict[str, Any]]] | None = None) -> pd.DataFrame:
+    """All finished (or finally failed) trials' rows. `finished_rows` caches completed trials' rows
+    (they never change), so rewriting the table after each of 961 trials stays cheap."""
+    cache = {} if finished_rows is None else finished_rows
+    rows: list[dict[str, Any]] = []
+    for trial in trials:
+        if trial.name in cache:
+            rows += cache[trial.name]
+            continue
+        trial_dir = sweep_dir / trial.name
+        result = read_result(sweep_dir, trial.name)
+        if result is None and not (trial_dir / ERROR_FILE).is_file():
+            continue
+        trial_result_rows = trial_rows(sweep, trial, trial_dir, result)
+        if result is not None:
+            cache[trial.name] = trial_result_rows
+        rows += trial_result_rows
+    table = pd.DataFrame(rows, columns=list(FIXED_COLUMNS) if not rows else None)
+    for column in table.columns:
+        if column not in FIXED_COLUMNS and mixes_types(table[column]):
+            table[column] = table[column].map(lambda value: None if value is None else str(value))
+    return table
+
+
+def mixes_types(column: pd.Series) -> bool:
+    kinds = {type(value) for value in column if value is not None and value == value}
+    return len(kinds - {bool}) > 1 or (bool in kinds and len(kinds) > 1)
+
+
+def write_results(sweep: str, sweep_dir: Path, trials: list[PlannedTrial],
+                  finished_rows: dict[str, list[dict[str, Any]]] | None = None) -> Path:
+    path = sweep_dir / RESULTS_FILE
+    tmp = path.with_name(f".{RESULTS_FILE}.tmp")
+    results_table(sweep, sweep_dir, trials, finished_rows).to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return path

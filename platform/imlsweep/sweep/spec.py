@@ -1,0 +1,161 @@
+"""The sweep spec: what a `sweeps/*.yaml` file may say.
+
+A spec names a corpus, a `base` trial (a partial TrialConfig written as nested dicts) and ordered
+`stages`. Each stage sets dotted keys on the base (`train.lr: 3e-5`), may sweep `axes` (dotted key ->
+list of values, or lists of whole sub-configs), may list named `cells` (explicit overrides, e.g. the
+eight cells of the sample-efficiency study), and may train one model per task (`per_task`). A stage
+or a cell that `depends_on` a trial of an earlier stage starts from that trial's exported weights.
+A stage may instead `search` a space with Ray Tune (random or Optuna, optionally with ASHA).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from imlsweep.config import StrictModel, read_yaml, validate_config
+
+Scalar = str | int | float | bool | None
+
+
+class Cell(StrictModel):
+    name: str = Field(description="short name, part of every trial name of the cell")
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted key -> value overrides")
+    labels: dict[str, Scalar] = Field(default_factory=dict,
+                                      description="result columns this cell stands for (e.g. instructions: true)")
+    depends_on: str | None = Field(default=None, description="trial of an earlier stage to start from")
+
+
+class PerTask(StrictModel):
+    """One trial per task: each key in `keys` is set to the one-task list `[task]`."""
+
+    tasks: list[str] = Field(min_length=1)
+    keys: list[str] = Field(default_factory=lambda: ["mixture.tasks"], min_length=1)
+
+
+class Distribution(StrictModel):
+    kind: Literal["uniform", "loguniform", "randint", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds_or_values(self) -> "Distribution":
+        if self.kind == "choice" and not self.values:
+            raise ValueError("choice needs `values`")
+        if self.kind != "choice" and (self.low is None or self.high is None or self.low >= self.high):
+            raise ValueError(f"{self.kind} needs `low` < `high`")
+        return self
+
+
+class Search(StrictModel):
+    algorithm: Literal["random", "optuna"] = "random"
+    num_samples: int = Field(ge=1)
+    metric: str = Field(description="a metric the trial reports, e.g. eval/score or loss")
+    mode: Literal["min", "max"] = "max"
+    scheduler: Literal["none", "asha"] = "none"
+    space: dict[str, Distribution] = Field(min_length=1, description="dotted key -> distribution")
+    seed: int = 0
+
+
+class Stage(StrictModel):
+    name: str
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted key -> value on top of `base`")
+    labels: dict[str, Scalar] = Field(default_factory=dict, description="result columns of every trial")
+    axes: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> grid values")
+    cells: list[Cell] = Field(default_factory=list)
+    per_task: PerTask | None = None
+    depends_on: str | None = Field(default=None, description="trial of an earlier stage to start from")
+    search: Search | None = None
+
+    @field_validator("axes")
+    @classmethod
+    def _non_empty_axes(cls, axes: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in axes.items():
+            if not values:
+                raise ValueError(f"axis {key!r} has no values")
+        return axes
+
+    @model_validator(mode="after")
+    def _search_alone(self) -> "Stage":
+        if self.search is not None and (self.axes or self.cells or self.per_task):
+            raise ValueError("a stage with `search` cannot also have axes, cells or per_task")
+        names = [cell.name for cell in self.cells]
+        if len(set(names)) != len(names):
+            raise ValueError(f"cell names repeat: {sorted(n for n in set(names) if names.count(n) > 1)}")
+        return self
+
+
+class Resources(StrictModel):
+    workers: int = Field(default=1, ge=1, description="Ray Train workers per trial")
+    gpus_per_worker: float = Field(default=0, ge=0)
+    cpus_per_worker: float = Field(default=1, ge=0)
+
+
+class Retention(StrictModel):
+    checkpoints: Literal["keep", "delete_when_done"] = Field(
+        default="delete_when_done", description="a finished trial needs no checkpoint to resume")
+    hf_model: Literal["all", "dependencies", "none"] = Field(
+        default="dependencies", description="export final weights for every trial, or only those a later stage starts from")
+
+
+class Tracking(StrictModel):
+    wandb: bool = True
+    project: str = "imlsweep"
+    entity: str | None = None
+    mode: Literal["auto", "online", "offline"] = Field(
+        default="auto", description="auto: online when WANDB_API_KEY is set, offline otherwise")
+
+
+class Estimate(StrictModel):
+    """Figures the plan multiplies out; the user sets them for their hardware and data."""
+
+    model_params: float | None = Field(default=None, description="parameters; derived from the model config if null")
+    tokens_per_example: float = 512
+    examples_per_task_all: float = Field(default=3150, description="train pool of a task when samples_per_task is all")
+    training_tasks: float = Field(default=757, description="tasks in a mixture whose tasks are `all`")
+    examples_per_trial: float | None = Field(default=None, description="overrides the per-task arithmetic")
+    epochs: float = 2
+    gpu_tokens_per_s: float = Field(default=3000, gt=0, description="training throughput of one GPU")
+    checkpoint_bytes_per_param: float = Field(default=2, description="2 for a bf16 Hugging Face export")
+
+
+class SweepSpec(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    corpus: str = Field(description="corpus config YAML (built once, cached) or a built corpus directory")
+    base: dict[str, Any] = Field(default_factory=dict, description="a partial TrialConfig")
+    stages: list[Stage] = Field(min_length=1)
+    resources: Resources = Resources()
+    concurrency: int | Literal["auto"] = "auto"
+    max_failures: int = Field(default=2, ge=0, description="retries of a failing trial")
+    storage: str = Field(default="runs", description="the sweep directory is <storage>/<name>")
+    retention: Retention = Retention()
+    tracking: Tracking = Tracking()
+    estimate: Estimate = Estimate()
+
+    @field_validator("stages")
+    @classmethod
+    def _unique_stage_names(cls, stages: list[Stage]) -> list[Stage]:
+        names = [stage.name for stage in stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names repeat: {names}")
+        return stages
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a spec; `corpus` is made relative to the spec file, not the working dir.
+
+    Top-level keys starting with `x-` hold YAML anchors (a task list, shared cells) and are dropped.
+    """
+    path = Path(path)
+    data = read_yaml(path) or {}
+    if isinstance(data, dict):
+        data = {key: value for key, value in data.items() if not str(key).startswith("x-")}
+    spec = validate_config(data, SweepSpec, str(path))
+    corpus = Path(spec.corpus)
+    if not corpus.is_absolute():
+        spec.corpus = str((path.parent / corpus).resolve())
+    return spec

@@ -1,0 +1,77 @@
+"""One W&B run per trial: grouped by sweep, `job_type` = stage, swept values as top-level config keys
+(so parallel-coordinates and parameter-importance views work), final metrics in the summary and the
+per-task metrics as a table.
+
+The run is written once, when the trial has finished: its training curve (from `metrics.jsonl`),
+summary and table go out in one batch, so a 961-run sweep makes a few requests per trial and stays
+inside W&B's rate limits. Without WANDB_API_KEY it runs offline and writes the run files under the
+trial directory (`wandb/offline-run-*/run-<id>.wandb`). The key is read by wandb from the environment
+and never passed, logged or stored by this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from imlsweep.sweep.spec import Tracking
+
+
+def wandb_mode(tracking: Tracking) -> str:
+    if tracking.mode != "auto":
+        return tracking.mode
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def run_id(sweep: str, trial: str) -> str:
+    """Stable across retries and resumes, so a trial keeps one run."""
+    return hashlib.sha1(f"{sweep}/{trial}".encode()).hexdigest()[:16]
+
+
+def read_history(trial_dir: Path) -> list[dict[str, Any]]:
+    path = trial_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def numeric_items(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Flatten nested metrics to `a/b` keys, keeping numbers only (what a summary can chart)."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(numeric_items(value, f"{name}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = value
+    return flat
+
+
+def log_trial_run(tracking: Tracking, *, sweep: str, stage: str, trial: str, trial_dir: Path,
+                  labels: dict[str, Any], trial_config: dict[str, Any], summary: dict[str, float],
+                  tasks: list[dict[str, Any]]) -> str:
+    """Write the trial's W&B run; returns the run id."""
+    import wandb
+
+    identifier = run_id(sweep, trial)
+    run = wandb.init(
+        project=tracking.project, entity=tracking.entity, group=sweep, job_type=stage, name=trial,
+        id=identifier, resume="allow", dir=str(trial_dir), mode=wandb_mode(tracking),
+        config={**labels, "stage": stage, "trial_config": trial_config},
+        settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, x_disable_meta=True),
+    )
+    try:
+        for row in read_history(trial_dir):
+            values = numeric_items(row)
+            step = values.pop("step", None)
+            run.log(values, step=int(step) if step is not None else None)
+        run.summary.update(summary)
+        if tasks:
+            columns = sorted({key for task in tasks for key in task})
+            run.log({"tasks": wandb.Table(columns=columns, data=[[task.get(c) for c in columns] for task in tasks])})
+    finally:
+        run.finish()
+    return identifier

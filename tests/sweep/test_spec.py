@@ -1,0 +1,162 @@
+"""Specs: plan counts for every shipped sweep, expansion, labels, and errors that name the file and key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from imlsweep.cli import main
+from imlsweep.config import ConfigError
+from imlsweep.sweep.driver import max_concurrent_trials
+from imlsweep.sweep.expand import label_value, set_dotted
+from imlsweep.sweep.loading import open_spec
+from imlsweep.sweep.plan import model_params, plan_summary
+from imlsweep.sweep.spec import load_spec
+
+SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
+EXPECTED_TRIALS = {
+    "stl_mtl_sample_efficiency": {"prefinetune": 1, "single_task": 952, "multi_task": 8},
+    "eps_mixing_rate": {"eps": 9},
+    "benchmark_proportions": {"proportions": 10},
+    "task_scaling": {"tasks": 5},
+    "category_scaling": {"categories": 4},
+    "addon_fractions": {"addons": 9},
+    "lr_batch": {"lr_batch": 12},
+    "demonstrations": {"metaicl": 3},
+    "quickstart": {"single_task": 12, "multi_task": 6},
+}
+
+
+def test_every_shipped_spec_is_counted():
+    assert {path.stem for path in SWEEPS.glob("*.yaml")} == set(EXPECTED_TRIALS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_TRIALS))
+def test_plan_counts(name, tmp_path):
+    sweep = open_spec(SWEEPS / f"{name}.yaml", str(tmp_path))  # builds every TrialConfig
+    summary = plan_summary(sweep.spec, sweep.trials)
+    assert summary["trials_by_stage"] == EXPECTED_TRIALS[name]
+    assert summary["total_trials"] == sum(EXPECTED_TRIALS[name].values()) == len(sweep.trials)
+    assert len({trial.name for trial in sweep.trials}) == len(sweep.trials)
+    assert summary["gpu_hours"] > 0
+
+
+def test_961_grid(capsys):
+    assert main(["sweep", "plan", str(SWEEPS / "stl_mtl_sample_efficiency.yaml"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["total_trials"] == 961
+    assert summary["trials_by_setting"] == {"single_task": 952, "multi_task": 9}
+    assert main(["sweep", "plan", str(SWEEPS / "stl_mtl_sample_efficiency.yaml")]) == 0
+    assert "961 = 952 single_task + 9 multi_task" in capsys.readouterr().out
+
+    trials = {t.name: t for t in open_spec(SWEEPS / "stl_mtl_sample_efficiency.yaml").trials}
+    stl = trials["single_task-plain_200-task1344"]
+    assert stl.config["mixture"]["tasks"] == ["task1344_glue_entailment_classification"]
+    assert stl.config["eval"]["tasks"] == stl.config["mixture"]["tasks"]
+    assert stl.config["mixture"]["encoding"]["name"] == "no_instruction"
+    assert stl.config["init_from"].endswith("prefinetune-f_m1/hf_model") and stl.depends_on == "prefinetune-f_m1"
+    assert stl.labels == {"setting": "single_task", "cell": "plain_200", "instructions": False,
+                          "samples_per_task": 200, "trained_task": "task1344_glue_entailment_classification"}
+    mtl = trials["multi_task-tk_all"]
+    assert len(mtl.config["mixture"]["tasks"]) == 119 and mtl.config["mixture"]["samples_per_task"] == "all"
+    assert mtl.config["model"]["name"] == "allenai/tk-instruct-3b-def-pos" and "init_from" not in mtl.config
+    assert trials["prefinetune-f_m1"].config["train"]["export_hf"] is True  # a later stage starts from it
+    assert mtl.config["train"]["export_hf"] is False
+
+
+def write_spec(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """
+name: s
+corpus: {corpus}
+base:
+  model: {{name: tiny-llama}}
+  mixture: {{tasks: [a, b]}}
+stages:
+  - name: one
+    axes: {{train.lr: [1.0e-4, 2.0e-4]}}
+"""
+
+
+@pytest.mark.parametrize("change, message", [
+    ("stages:\n  - name: one\n    axes: {train.lrr: [1]}", "trial one-lrr=1: train.lrr: Extra inputs are not permitted"),
+    ("stages:\n  - name: one\n    axes: {train.lr: [fast]}", "train.lr: Input should be a valid number"),
+    ("stages:\n  - name: one\n    axes: {train.lr: []}", "stages.0.axes: Value error, axis 'train.lr' has no values"),
+    ("stages:\n  - name: one\n    depends_on: nope", "stages.0.depends_on: no trial 'nope' in an earlier stage"),
+    ("stages:\n  - name: one\n    set: {model.name.x: 1}", "stages.0.set: model.name.x: model.name is 'tiny-llama', not a mapping"),
+    ("stages:\n  - name: one\n    cells: [{name: a}, {name: a}]", "stages.0: Value error, cell names repeat"),
+    ("stages:\n  - name: one\n  - name: one", "stages: Value error, stage names repeat"),
+    ("stages:\n  - name: one\nconcurency: 2", "concurency: Extra inputs are not permitted"),
+])
+def test_errors_name_the_file_and_key(tmp_path, change, message):
+    text = GOOD.format(corpus=tmp_path).split("stages:")[0] + change
+    path = write_spec(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        open_spec(path, str(tmp_path))
+    assert str(path) in str(error.value) and message in str(error.value)
+
+
+def test_cli_reports_spec_errors(tmp_path, capsys):
+    path = write_spec(tmp_path, GOOD.format(corpus=tmp_path).replace("train.lr", "train.lrr"))
+    assert main(["sweep", "plan", str(path)]) == 2
+    assert "train.lrr: Extra inputs are not permitted" in capsys.readouterr().err
+
+
+def test_expansion_order_and_names(tmp_path):
+    text = GOOD.format(corpus=tmp_path) + """    cells:
+      - {name: x, labels: {flag: true}, set: {train.lr: 9.0}}
+    per_task: {tasks: [task1_a, task2_b]}
+  - name: two
+    depends_on: one-x-lr=0.0001-task1
+    axes: {mixture.benchmark_proportions: [{superni: 1.0}, 1/0/0/0/0/0/0]}
+"""
+    sweep = open_spec(write_spec(tmp_path, text), str(tmp_path))
+    names = [trial.name for trial in sweep.trials]
+    assert names == ["one-x-lr=0.0001-task1", "one-x-lr=0.0001-task2", "one-x-lr=0.0002-task1",
+                     "one-x-lr=0.0002-task2", "two-benchmark_proportions=superni=1.0",
+                     "two-benchmark_proportions=1_0_0_0_0_0_0"]
+    first = sweep.trials[0]
+    assert first.config["train"]["lr"] == 1e-4  # the axis is applied after the cell
+    assert first.config["mixture"]["tasks"] == ["task1_a"]
+    assert first.labels == {"cell": "x", "flag": True, "lr": 1e-4, "trained_task": "task1_a"}
+    assert first.config["train"]["export_hf"] is True and sweep.trials[1].config["train"]["export_hf"] is False
+    assert sweep.trials[4].labels == {"benchmark_proportions": "superni=1.0"}
+    assert sweep.trials[4].config["init_from"] == str(sweep.dir / "one-x-lr=0.0001-task1" / "hf_model")
+    assert open_spec(write_spec(tmp_path, text), str(tmp_path)).trials[3].config == sweep.trials[3].config
+
+
+def test_anchor_keys_and_relative_corpus(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "spec.yaml"
+    path.write_text("x-lrs: &lrs [1.0, 2.0]\n" + GOOD.format(corpus="../corpus_dir").replace("[1.0e-4, 2.0e-4]", "*lrs"))
+    spec = load_spec(path)
+    assert spec.corpus == str(tmp_path / "corpus_dir")
+    assert spec.stages[0].axes == {"train.lr": [1.0, 2.0]}
+
+
+def test_helpers():
+    data = {"a": {"b": 1}}
+    set_dotted(data, "a.c.d", [1], "src")
+    assert data == {"a": {"b": 1, "c": {"d": [1]}}}
+    assert label_value([4, 2, 20]) == "4/2/20" and label_value({"x": 1, "y": [1, 2]}) == "x=1,y=1/2"
+    assert model_params("allenai/tk-instruct-3b-def-pos") == 3e9
+    assert model_params("google/t5-xl-lm-adapt") == 3e9
+    assert model_params("facebook/opt-1.3b") == 1.3e9
+    assert 1e4 < model_params("tiny-t5") < 1e7
+
+
+def test_concurrency_from_cluster():
+    spec = load_spec(SWEEPS / "stl_mtl_sample_efficiency.yaml")
+    assert max_concurrent_trials(spec, {"CPU": 256, "GPU": 16}) == 2  # 8 GPUs per trial
+    assert max_concurrent_trials(spec, {"CPU": 256, "GPU": 4}) == 1
+    assert max_concurrent_trials(spec, {"CPU": 100, "GPU": 16}) == 1  # 65 CPUs per trial
+    quick = load_spec(SWEEPS / "quickstart.yaml")
+    assert max_concurrent_trials(quick, {"CPU": 4}) == 2  # one worker + one CPU for its data
+    quick.concurrency = 3
+    assert max_concurrent_trials(quick, {"CPU": 4}) == 3
