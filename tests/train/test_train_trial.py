@@ -74,7 +74,7 @@ def metric_lines(result) -> list[dict]:
 
 
 def checkpoint_dirs(result) -> list[str]:
-    return sorted(path.name for path in Path(result.trial_dir).glob("checkpoint_*"))
+    return sorted(path.name for path in Path(result.trial_dir).glob("checkpoint_*") if path.is_dir())
 
 
 def test_loss_goes_down_and_metrics_are_logged(runs):
