@@ -8,10 +8,12 @@ dependencies (Ray, torch) inside the handlers, so `imlsweep --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 
 from imlsweep.errors import UserError
+from imlsweep.output import json_stdout
 
 # (group name, module that defines `register(subparsers)`, one-line help)
 COMMAND_GROUPS = [
@@ -32,12 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     groups = parser.add_subparsers(dest="group", metavar="{" + ",".join(g for g, _, _ in COMMAND_GROUPS) + "}")
     for name, module_name, help_text in COMMAND_GROUPS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if not module_name.startswith(error.name or "?"):
-                raise
-            continue  # a group that has not landed yet
+        module = importlib.import_module(module_name)
         module.register(groups.add_parser(name, help=help_text, description=help_text))
     return parser
 
@@ -50,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.group is None else 2
     try:
-        return int(handler(args) or 0)
+        with json_stdout() if getattr(args, "json", False) else contextlib.nullcontext():
+            return int(handler(args) or 0)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -18,12 +18,7 @@ BENCHMARKS = [
 def register(parser: argparse.ArgumentParser) -> None:
     benches = parser.add_subparsers(dest="bench", metavar="{" + ",".join(name for name, _ in BENCHMARKS) + "}")
     for name, help_text in BENCHMARKS:
-        try:
-            module = importlib.import_module(f"imlsweep.bench.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"imlsweep.bench.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"imlsweep.bench.{name}")
         sub = benches.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         module.add_arguments(sub)

@@ -16,7 +16,6 @@ workers) while the pipeline runs.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import threading
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from imlsweep.output import print_json
 
 FULL = {"tasks": 2000, "total_examples": 60_000, "max_task_size": 5000}
 QUICK = {"tasks": 12, "total_examples": 300, "max_task_size": 60}
@@ -246,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
     result["pipeline_vs_tokenizer"] = result["pipeline_tokens_per_s"] / result["tokenizer_tokens_per_s"]
     result["pipeline_vs_baseline"] = result["pipeline_tokens_per_s"] / result["baseline_tokens_per_s"]
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
     else:
         for key, value in result.items():
             print(f"{key:>28}: {value:,.3f}" if isinstance(value, float) else f"{key:>28}: {value}")

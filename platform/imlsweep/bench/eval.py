@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from imlsweep.assets import SUPERNI_SAMPLE_DIR
+from imlsweep.output import print_json
 
 MAX_LABELS = 4
 
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         "generation_speedup": single_s / batched_s, "same_generations": batched == single,
     }
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
     else:
         for key, value in result.items():
             print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from imlsweep.output import print_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         "per_process_overhead_per_trial_s": round((per_process_wall - per_process_train) / trials, 2),
     }
     if args.json:
-        print(json.dumps(figures))
+        print_json(figures)
     else:
         for key, value in figures.items():
             print(f"{key}: {value}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import socket
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+from imlsweep.output import print_json
 
 # ~1.1B parameters, Llama layout (the MFU figure on GPU)
 DECODER_1B = {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
                                   "model": args.model, **compare_layouts(args, seq_len, count, use_gpu)}
         result["decoder_1b"] = decoder_1b_mfu(args) if use_gpu and not args.quick else None
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
     else:
         print(f"packed {result['layouts']['packed']['target_tokens_per_s']:.0f} target tokens/s, "
               f"padded {result['layouts']['padded']['target_tokens_per_s']:.0f}: "

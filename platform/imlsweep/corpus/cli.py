@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from imlsweep.output import print_json
 
 STAT_HEADERS = ["categories", "tasks", "examples", "prompts/task", "len mean", "len std"]
 
@@ -62,7 +63,7 @@ def run_build(args: argparse.Namespace) -> int:
         "left_out": {reason: len(task_ids) for reason, task_ids in build_info["left_out"].items()},
     }
     if args.json:
-        print(json.dumps(summary))
+        print_json(summary)
     else:
         print(f"built {summary['tasks']} tasks, {summary['examples']} examples -> {summary['out']}", file=sys.stderr)
         for reason, count in summary["left_out"].items():
@@ -78,7 +79,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
     stats = corpus_stats(Corpus.open(args.dir), tokenizer=args.tokenizer)
     if args.json:
-        print(json.dumps(stats))
+        print_json(stats)
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -103,7 +104,7 @@ def run_leakage(args: argparse.Namespace) -> int:
         with open(args.out, "w", encoding="utf-8") as file:
             json.dump(report, file, indent=2)
     if args.json:
-        print(json.dumps(report))
+        print_json(report)
         return 0
     print(f"checked {report['pairs_checked']} (training task, eval task) pairs; "
           f"{len(report['flagged'])} above {report['threshold']:.2%}", file=sys.stderr)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+from imlsweep.output import print_json
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +49,7 @@ def run_explain(args: argparse.Namespace) -> int:
     rows = [{"task_id": s.source_id, **{k: v for k, v in s.as_dict().items() if k != "source_id"}}
             for s in plan.sources]
     if args.json:
-        print(json.dumps(rows))
+        print_json(rows)
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -87,7 +87,7 @@ def run_preview(args: argparse.Namespace) -> int:
     examples = preview_stream(plan, mixture, str(args.corpus), args.n, encoder)
     if args.json:
         for example in examples:
-            print(json.dumps(example))
+            print_json(example)
         return 0
     from rich.console import Console
     from rich.markup import escape

@@ -4,10 +4,10 @@ on an eval suite, with Ray Data batch inference)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
+from imlsweep.output import print_json
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +38,7 @@ def score_command(args: argparse.Namespace) -> int:
 
     result = score_files(args.predictions, args.references, args.xlingual_tokenizer)
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
     else:
         print_score(result)
     return 0
@@ -68,7 +68,7 @@ def run_command(args: argparse.Namespace) -> int:
         ray.init()
     metrics = run_eval(config, args.out)
     if args.json:
-        print(json.dumps(metrics))
+        print_json(metrics)
     else:
         overall = metrics["overall"]
         print(f"{overall['n_eval']} items in {overall['n_tasks']} tasks: rougeL {overall['rougeL']:.2f}  "

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from imlsweep.output import print_json
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     paths = build_report(args.sweep_dir, args.out)
     if args.json:
-        print(json.dumps({"html": str(paths.html), "figures": [str(p) for p in paths.figures]}))
+        print_json({"html": str(paths.html), "figures": [str(p) for p in paths.figures]})
     else:
         print(f"report: {paths.html}")
         for figure in paths.figures:

@@ -7,9 +7,9 @@ submit`), or start a local instance; they print the sweep directory at the end.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+from imlsweep.output import print_json
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +51,10 @@ def plan_command(args: argparse.Namespace) -> int:
 
     sweep = open_spec(args.spec, args.storage)
     summary = plan_summary(sweep.spec, sweep.trials)
-    print(json.dumps(summary) if args.json else format_plan(summary))
+    if args.json:
+        print_json(summary)
+    else:
+        print(format_plan(summary))
     return 0
 
 
@@ -88,7 +91,10 @@ def execute(sweep, args: argparse.Namespace) -> int:
 
         paths = build_report(sweep.dir, None)
         print(f"report: {paths.html}", file=sys.stderr)
-    print(json.dumps(status) if args.json else str(sweep.dir))
+    if args.json:
+        print_json(status)
+    else:
+        print(str(sweep.dir))
     return 0 if status["counts"]["completed"] == status["total_trials"] else 1
 
 
@@ -97,5 +103,8 @@ def status_command(args: argparse.Namespace) -> int:
     from imlsweep.sweep.status import format_status, sweep_status_of
 
     status = sweep_status_of(open_sweep_dir(args.sweep_dir))
-    print(json.dumps(status) if args.json else format_status(status))
+    if args.json:
+        print_json(status)
+    else:
+        print(format_status(status))
     return 0

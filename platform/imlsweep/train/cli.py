@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
+from imlsweep.output import print_json
 
 DEFAULT_STORAGE = "runs"
 
@@ -33,7 +33,7 @@ def train_command(args: argparse.Namespace) -> int:
         ray.init()  # the cluster in RAY_ADDRESS, else a local instance
     result = run_trial(config, args.storage)
     if args.json:
-        print(json.dumps(asdict(result), default=str))
+        print_json(asdict(result))
     else:
         print(f"trial {result.name}: step {result.metrics.get('step')}, loss {result.metrics.get('loss', float('nan')):.4f}, "
               f"{result.train_examples} examples in {result.train_time_s:.1f}s -> {result.trial_dir}", file=sys.stderr)
