@@ -25,7 +25,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from imlsweep.report import build_report
+from imlsweep.report.build import build_report
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the virtual env: `ray` and `imlsweep` from it, explicitly

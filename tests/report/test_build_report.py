@@ -10,7 +10,7 @@ from report_synthetic import eps_results, sample_efficiency_results, write_sweep
 
 from imlsweep.cli import main
 from imlsweep.errors import UserError
-from imlsweep.report import build_report
+from imlsweep.report.build import build_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
