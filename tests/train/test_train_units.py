@@ -17,7 +17,7 @@ from imlsweep.train.loss import batch_loss
 from imlsweep.train.metrics import records_up_to, window_metrics
 from imlsweep.train.model import ModelConfig, load_model
 from imlsweep.train.schedule import lr_factor, lr_scheduler
-from imlsweep.train.trial import check_trial, steps_per_epoch
+from imlsweep.train.trial import check_trial, optimizer_steps
 from imlsweep.train.worker import batch_sizes
 
 TRIAL = {"name": "t", "corpus": "corpus", "model": {"name": "tiny-opt"}, "mixture": {}}
@@ -186,7 +186,9 @@ def test_retention_settings():
 def test_batch_arithmetic_and_metrics():
     trial = TrialConfig.model_validate({**TRIAL, "train": {"workers": 2, "micro_batch_size": 4, "grad_accum": 2}})
     assert trial.train.rows_per_step == 16
-    assert steps_per_epoch(70, trial) == 4  # 70 rows -> 8 micro-batches per worker -> 4 steps
+    assert optimizer_steps(70, trial) == 4  # 35 rows per worker -> 9 micro-batches (the last partial) -> 4 steps
+    assert optimizer_steps(10, trial) == 1  # 5 rows per worker: a full and a partial micro-batch, one step
+    assert optimizer_steps(70, trial.model_copy(update={"train": trial.train.model_copy(update={"epochs": 2})})) == 9
     metrics = window_metrics([30.0, 10.0, 400.0, 6.0], workers=2, seconds=2.0)
     assert metrics == {"loss": 3.0, "tokens_per_s": 100.0, "target_tokens_per_s": 2.5}
     earlier = "".join(json.dumps({"step": step}) + "\n" for step in (2, 4, 6))

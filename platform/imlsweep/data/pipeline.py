@@ -139,8 +139,8 @@ def iter_train_batches(shard: Any, batch_size: int, model_kind: ModelKind, *, pa
                        skip_batches: int = 0, seed: int = 0, group_batches: int = 32) -> Iterator[dict[str, torch.Tensor]]:
     """Torch batches from a worker's shard (`ray.train.get_dataset_shard("train")`) or any Dataset.
 
-    Only full batches are produced, so workers with equal row counts (Ray Train splits equally) get
-    equal batch counts. seq2seq: within each group of `group_batches` batches, rows are sorted by
+    The last batch of a pass may be partial (no example is dropped); workers with equal row counts
+    (Ray Train splits equally) still get equal batch counts. seq2seq: within each group of `group_batches` batches, rows are sorted by
     length (length-grouped), the batch order is shuffled with the seed, and each batch is padded to its
     longest row. `skip_batches` skips that many batches from the start (to resume mid-epoch)."""
     check_model_kind(model_kind)
@@ -154,7 +154,7 @@ def iter_train_batches(shard: Any, batch_size: int, model_kind: ModelKind, *, pa
 def packed_batches(shard: Any, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
     import torch
 
-    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True):
+    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
         yield {column: torch.as_tensor(np.stack(batch[column]), dtype=torch.int64) for column in PACKED_COLUMNS}
 
 
@@ -173,6 +173,8 @@ def length_grouped_batches(shard: Any, batch_size: int, pad_token_id: int, seed:
         keyed_rng(seed, "length_groups", group_number).shuffle(groups)
         for members in groups:
             yield padded_pair_batch([rows[i] for i in members], pad_token_id)
+    if carry:
+        yield padded_pair_batch(carry, pad_token_id)
 
 
 def padded_pair_batch(rows: list[tuple[np.ndarray, np.ndarray]], pad_token_id: int) -> dict[str, torch.Tensor]:

@@ -47,21 +47,23 @@ def check_trial(config: TrialConfig) -> str:
     return model_kind(hf_config)
 
 
-def steps_per_epoch(rows: int, config: TrialConfig) -> int:
-    """Optimizer steps in one pass over `rows` packed rows (each worker drops its last partial batch)."""
+def optimizer_steps(rows: int, config: TrialConfig) -> int:
+    """Optimizer steps over `epochs` passes of `rows` packed rows. Ray Train gives every worker the same
+    number of rows; each pass ends with a partial micro-batch rather than dropping its last examples."""
     train = config.train
-    return rows // (train.micro_batch_size * train.workers) // train.accumulation_steps
+    micro_batches_per_epoch = -(-(rows // train.workers) // train.micro_batch_size)
+    return micro_batches_per_epoch * (train.epochs or 1) // train.accumulation_steps
 
 
 def total_steps(config: TrialConfig, dataset: Any) -> int:
     train = config.train
     if train.max_steps is not None:
         return train.max_steps
-    per_epoch = steps_per_epoch(dataset.count(), config)
-    if per_epoch == 0:
+    steps = optimizer_steps(dataset.count(), config)
+    if steps == 0:
         raise UserError(f"{config.name}: the mixture gives fewer packed rows than one optimizer step needs "
                         f"({train.rows_per_step})")
-    return per_epoch * (train.epochs or 1)
+    return steps
 
 
 def trial_dir(storage_path: str, name: str) -> str:
