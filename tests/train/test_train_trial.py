@@ -88,7 +88,7 @@ def test_loss_goes_down_and_metrics_are_logged(runs):
         assert line["target_tokens_per_s"] < line["tokens_per_s"]
     assert lines[-1]["loss"] < lines[0]["loss"] - 1.0
     assert all(later < earlier for earlier, later in zip([line["lr"] for line in lines], [line["lr"] for line in lines][1:]))
-    assert result.metrics["step"] == 12 and result.metrics["done"] is True
+    assert result.metrics["step"] == 12 and result.metrics["training_finished"] is True
     assert result.train_examples > 0 and result.train_tokens > 0 and result.train_time_s > 0
     reloaded = load_trial_config(Path(result.trial_dir, "trial.yaml"))
     assert reloaded.model_dump() == TrialConfig.model_validate(reloaded.model_dump()).model_dump()

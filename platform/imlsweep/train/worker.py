@@ -137,7 +137,8 @@ def train_loop_per_worker(setup: dict[str, Any]) -> None:
             if export_hf(engine, tokenizer, out_dir):
                 storage.upload_dir(out_dir, storage.join(trial_dir, "hf_model"))
     evaluation = evaluate_in_worker(engine, tokenizer, trial, trial_dir, rank, workers)
-    log(train.keep != "none", {"done": True, **(scalar_metrics(evaluation) if evaluation else {})})
+    # Not "done": Ray Tune reads a reported `done` as the end of the trial and tears it down mid-fit.
+    log(train.keep != "none", {"training_finished": True, **(scalar_metrics(evaluation) if evaluation else {})})
 
 
 def training_done(train: TrainConfig, progress: Progress) -> bool:
