@@ -76,7 +76,8 @@ def execute(sweep, args: argparse.Namespace) -> int:
     from imlsweep.sweep.driver import run_sweep
     from imlsweep.sweep.status import format_status
 
-    if not ray.is_initialized():
+    connected_here = not ray.is_initialized()
+    if connected_here:
         address = args.address or os.environ.get("RAY_ADDRESS") or "local"
         if address == "local":
             # At least 4 logical CPUs: a small machine still fits a trial's worker beside its data tasks.
@@ -85,6 +86,8 @@ def execute(sweep, args: argparse.Namespace) -> int:
         else:
             ray.init(address=address, log_to_driver=False)
     status = run_sweep(sweep)
+    if connected_here:
+        ray.shutdown()  # now, so Ray's last messages are not printed after the result
     print(format_status(status), file=sys.stderr)
     if args.report:
         from imlsweep.report.build import build_report
