@@ -120,3 +120,10 @@ def test_a_sweep_whose_trials_all_failed_still_gets_a_page(tmp_path):
     page = paths.html.read_text()
     assert "2 of 2 trials" in page and "error: 2" in page and "No finished trial yet" in page
     assert paths.figures == []
+
+
+def test_terminal_summary_has_a_row_per_setting(partial_report, partial_grid):
+    _, trials = partial_grid
+    summary = partial_report.summary
+    assert f"{trials} of 961 trials in" in summary and "mean ROUGE-L by setting" in summary
+    assert "single_task" in summary and "multi_task" in summary

@@ -28,6 +28,7 @@ TASK_TABLE_COLUMNS = ("trial", "status", "task_id", "category", "level", "shots"
 class ReportPaths:
     html: Path
     figures: list[Path] = field(default_factory=list)
+    summary: str = ""  # a short plain-text table for the terminal
 
     @property
     def out_dir(self) -> Path:
@@ -48,7 +49,27 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Re
         sections.append(mixing_section(results, key, out, paths.figures))
     sections.append("<h2>Per task</h2>" + html.frame_table(task_table(results), sortable=True))
     paths.html.write_text(html.page(f"Sweep {results.name}", sections), encoding="utf-8")
+    paths.summary = terminal_summary(results)
     return paths
+
+
+def terminal_summary(results: SweepResults) -> str:
+    """Mean score per setting and samples per task (sample-efficiency sweeps), or the combined score
+    per swept value (mixing sweeps), as plain text."""
+    counts = trial_counts(results)
+    statuses = ", ".join(f"{count} {status}" for status, count in counts["by_status"].items())
+    parts = [f"sweep {results.name}: {counts['trials_in']} of {counts.get('trials_planned', '?')} trials in ({statuses})"]
+    if results.has_sample_efficiency:
+        points = efficiency_points(results.table)
+        if len(points):
+            table = points.pivot_table(index="series", columns="samples", values="score", sort=False)
+            parts.append("mean ROUGE-L by setting (rows) and samples per task (columns)\n"
+                         + table.round(2).to_string())
+    for key in results.mixing_keys:
+        tables = mixing_tables(results.table, [key])
+        if tables:
+            parts.append(f"combined score by {key}\n" + combined_scores(tables).round(2).to_string())
+    return "\n\n".join(parts)
 
 
 def sample_efficiency_section(results: SweepResults, out: Path, figures: list[Path]) -> str:

@@ -21,6 +21,7 @@ def run_report(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"html": str(paths.html), "figures": [str(p) for p in paths.figures]})
     else:
+        print(paths.summary, file=sys.stderr)
         print(f"report: {paths.html}")
         for figure in paths.figures:
             print(f"figure: {figure}", file=sys.stderr)

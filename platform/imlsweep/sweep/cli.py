@@ -93,7 +93,7 @@ def execute(sweep, args: argparse.Namespace) -> int:
         from imlsweep.report.build import build_report
 
         paths = build_report(sweep.dir, None)
-        print(f"report: {paths.html}", file=sys.stderr)
+        print(f"{paths.summary}\nreport: {paths.html}", file=sys.stderr)
     if args.json:
         print_json(status)
     else:
