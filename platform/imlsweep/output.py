@@ -48,3 +48,12 @@ def writes_to_fd1(stream: Any) -> bool:
 
 def print_json(value: Any) -> None:
     print(json.dumps(value, default=str), file=_json_stream or sys.stdout, flush=True)
+
+
+def print_figures(figures: dict[str, Any], as_json: bool) -> None:
+    """A benchmark's figures: one JSON object on stdout, or one aligned `name: value` line each."""
+    if as_json:
+        print_json(figures)
+        return
+    for name, value in figures.items():
+        print(f"{name:>36}: {value:,.3f}" if isinstance(value, float) else f"{name:>36}: {value}")

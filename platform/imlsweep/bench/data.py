@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from imlsweep.output import print_json
+from imlsweep.output import print_figures
 
 FULL = {"tasks": 2000, "total_examples": 60_000, "max_task_size": 5000}
 QUICK = {"tasks": 12, "total_examples": 300, "max_task_size": 60}
@@ -245,9 +245,5 @@ def run(args: argparse.Namespace) -> int:
     }
     result["pipeline_vs_tokenizer"] = result["pipeline_tokens_per_s"] / result["tokenizer_tokens_per_s"]
     result["pipeline_vs_baseline"] = result["pipeline_tokens_per_s"] / result["baseline_tokens_per_s"]
-    if args.json:
-        print_json(result)
-    else:
-        for key, value in result.items():
-            print(f"{key:>28}: {value:,.3f}" if isinstance(value, float) else f"{key:>28}: {value}")
+    print_figures(result, args.json)
     return 0

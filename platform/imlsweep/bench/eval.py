@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from imlsweep.assets import SUPERNI_SAMPLE_DIR
-from imlsweep.output import print_json
+from imlsweep.output import print_figures
 
 MAX_LABELS = 4
 
@@ -107,9 +107,5 @@ def run(args: argparse.Namespace) -> int:
         "generation_tokens_per_s_one_at_a_time": sum(len(tokens) for tokens in single) / single_s,
         "generation_speedup": single_s / batched_s, "same_generations": batched == single,
     }
-    if args.json:
-        print_json(result)
-    else:
-        for key, value in result.items():
-            print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+    print_figures(result, args.json)
     return 0

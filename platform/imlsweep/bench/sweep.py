@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from imlsweep.output import print_json
+from imlsweep.output import print_figures
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,9 +107,5 @@ def run(args: argparse.Namespace) -> int:
         "overhead_per_trial_s": round((platform_wall * concurrency - platform_train) / trials, 2),
         "per_process_overhead_per_trial_s": round((per_process_wall - per_process_train) / trials, 2),
     }
-    if args.json:
-        print_json(figures)
-    else:
-        for key, value in figures.items():
-            print(f"{key}: {value}")
+    print_figures(figures, args.json)
     return 0

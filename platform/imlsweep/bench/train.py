@@ -15,14 +15,13 @@ On a GPU it also measures model FLOPs utilisation for a ~1B decoder on packed 20
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from imlsweep.output import print_json
@@ -224,30 +223,15 @@ def row_positions(document_ids: np.ndarray) -> np.ndarray:
     return positions - np.repeat(starts, np.diff(np.append(starts, len(document_ids))))
 
 
-@contextlib.contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """DeepSpeed and its op builds print on stdout (also from C); --json keeps stdout for the result."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
     use_gpu = torch.cuda.is_available()
     seq_len = args.seq_len or (512 if args.quick else 2048)
     count = args.examples or (12 if args.quick else 1024)
-    with stdout_to_stderr():
-        result: dict[str, Any] = {"benchmark": "train", "device": torch.cuda.get_device_name() if use_gpu else "cpu",
-                                  "model": args.model, **compare_layouts(args, seq_len, count, use_gpu)}
-        result["decoder_1b"] = decoder_1b_mfu(args) if use_gpu and not args.quick else None
+    result: dict[str, Any] = {"benchmark": "train", "device": torch.cuda.get_device_name() if use_gpu else "cpu",
+                              "model": args.model, **compare_layouts(args, seq_len, count, use_gpu)}
+    result["decoder_1b"] = decoder_1b_mfu(args) if use_gpu and not args.quick else None
     if args.json:
         print_json(result)
     else:
