@@ -117,7 +117,13 @@ def run_trial(config: TrialConfig, storage_path: str, *, callbacks: Sequence[Any
 def build_dataset(config: TrialConfig, kind: str) -> Any:
     from imlsweep.data.pipeline import build_train_dataset
 
-    return build_train_dataset(config.mixture, config.corpus, config.model.tokenizer_name, kind)
+    dataset = build_train_dataset(config.mixture, config.corpus, config.model.tokenizer_name, kind)
+    if (config.train.epochs or 1) > 1:
+        # Several passes over the same rows (the sample-efficiency grid): compute them once, rather than
+        # reading, rendering, tokenizing and packing the corpus again every epoch. One-pass streams
+        # (OPT-IML's step-based runs) stay streamed.
+        dataset = dataset.materialize()
+    return dataset
 
 
 def read_eval_metrics(directory: str) -> dict[str, Any]:
