@@ -45,6 +45,12 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def worker_port_range_start(ports: list[int], width: int = 201) -> int:
+    """Where the head's worker ports (a range of `width`) start, clear of its other ports."""
+    start = max(ports) + 1
+    return start if start + width <= 65535 else min(ports) - width
+
+
 def head_processes(temp_dir: str, session_id: int) -> list[psutil.Process]:
     """What the head started: processes naming its temp dir or in its session, and their children."""
     found: dict[int, psutil.Process] = {}
@@ -79,8 +85,10 @@ def stop_head(temp_dir: str, session_id: int) -> None:
 def ray_head():
     """A Ray head on 127.0.0.1: 4 CPUs, non-default ports, token authentication with its own token."""
     temp_dir = tempfile.mkdtemp(prefix="rayh-", dir="/tmp")  # short: Ray's unix sockets live under it
+    ports = free_ports(9)
     (gcs, dashboard, client, node_manager, object_manager, agent_listen, agent_grpc, metrics,
-     runtime_env_agent, worker_low) = free_ports(10)
+     runtime_env_agent) = ports
+    worker_low = worker_port_range_start(ports)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex,
            "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
