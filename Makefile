@@ -15,9 +15,6 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
 	$(PIP) install -c constraints.txt -e '.[dev]'
-	# DeepSpeed JIT-builds its CPU shared-memory op on first use, under a file lock; building it here
-	# means no trial builds it, and no trial killed mid-build leaves a stale lock behind.
-	$(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
 	touch $(STAMP)
 
 test: $(STAMP)

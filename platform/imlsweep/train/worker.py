@@ -28,13 +28,13 @@ class InjectedFailure(RuntimeError):
 
 
 def train_loop_per_worker(setup: dict[str, Any]) -> None:
-    import deepspeed
     import ray.train
     import torch
 
     from imlsweep.data.pipeline import iter_train_batches
     from imlsweep.data.tokenizer import load_tokenizer
     from imlsweep.eval.trial import evaluate_in_worker
+    from imlsweep.train.engine import initialize_engine
     from imlsweep.train.loss import batch_loss
     from imlsweep.train.model import load_model, model_kind
     from imlsweep.train.schedule import lr_scheduler
@@ -50,9 +50,7 @@ def train_loop_per_worker(setup: dict[str, Any]) -> None:
     model = load_model(trial.model, trial.init_from, attn_implementation="flash_attention_2" if flash else None)
     kind = model_kind(model.config)
     tokenizer = load_tokenizer(trial.model.tokenizer_name)
-    engine, _, _, scheduler = deepspeed.initialize(model=model, model_parameters=model.parameters(),
-                                                   config=setup["deepspeed"],
-                                                   lr_scheduler=lr_scheduler(train, setup["total_steps"]))
+    engine, scheduler = initialize_engine(model, setup["deepspeed"], lr_scheduler(train, setup["total_steps"]))
 
     progress = Progress()
     checkpoint = ray.train.get_checkpoint()
