@@ -9,7 +9,7 @@ import pytest
 
 from imlsweep.cli import main
 from imlsweep.config import ConfigError
-from imlsweep.sweep.driver import max_concurrent_trials
+from imlsweep.sweep.driver import max_concurrent_trials, runs_in_process, trainable_resources
 from imlsweep.sweep.expand import label_value, set_dotted
 from imlsweep.sweep.loading import open_spec
 from imlsweep.sweep.plan import model_params, plan_summary
@@ -160,3 +160,12 @@ def test_concurrency_from_cluster():
     assert max_concurrent_trials(quick, {"CPU": 4}) == 2  # one worker + one CPU for its data
     quick.concurrency = 3
     assert max_concurrent_trials(quick, {"CPU": 4}) == 3
+
+
+def test_single_worker_trials_run_in_the_trainable():
+    quick = load_spec(SWEEPS / "quickstart.yaml")
+    assert runs_in_process(quick) and trainable_resources(quick, True) == {"CPU": 1, "GPU": 0}
+    quick.resources.in_process = False
+    assert not runs_in_process(quick)
+    grid = load_spec(SWEEPS / "stl_mtl_sample_efficiency.yaml")  # 8 workers a trial: Ray Train starts them
+    assert not runs_in_process(grid) and trainable_resources(grid, False) == {"CPU": 0.01}

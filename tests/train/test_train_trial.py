@@ -8,6 +8,8 @@ Three runs, shared by the tests below:
 - `zero3_restart`: the same trial with ZeRO 3; rank 0 raises after step 4 (test hook) and the trial
   resumes from its step-4 checkpoint mid-epoch. It must end where `zero2` ended: same steps, same
   losses, same weights, which only holds if the data stream resumed where it stopped.
+- `in_process_1`, `in_process_2`: `learn` again, twice in this process without Ray Train workers (what
+  a sweep's reused trainable does): the second must work on the first's process group.
 """
 
 from __future__ import annotations
@@ -66,6 +68,11 @@ def runs(ray_local, sample_corpus, tmp_path_factory):
                                 "fail_at_step": 4}),
     }
     results.update({name: run_trial(config, str(storage)) for name, config in configs.items()})
+    reports: list[dict] = []
+    for name in ("in_process_1", "in_process_2"):
+        config = TrialConfig.model_validate({**learn, "name": name})
+        results[name] = run_trial(config, str(storage), in_process=True, on_report=reports.append)
+    results["in_process_reports"] = reports
     return storage, results
 
 
@@ -130,8 +137,7 @@ def test_exported_weights_load_with_from_pretrained(runs):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _, results = runs
-    loaded = {name: AutoModelForCausalLM.from_pretrained(results[name].hf_model_dir) for name in results
-              if name != "learn"}
+    loaded = {name: AutoModelForCausalLM.from_pretrained(results[name].hf_model_dir) for name in ("zero2", "zero3_restart")}
     learned = AutoModelForCausalLM.from_pretrained(results["learn"].hf_model_dir)
     assert learned.config.model_type == "llama" and learned.dtype == torch.bfloat16
     assert AutoTokenizer.from_pretrained(results["learn"].hf_model_dir).eos_token == "</s>"
@@ -140,3 +146,21 @@ def test_exported_weights_load_with_from_pretrained(runs):
     assert zero2.keys() == zero3.keys()
     for key in zero2:
         assert torch.allclose(zero2[key], zero3[key], atol=1e-4), key
+
+
+def test_in_process_trials_train_like_ray_train_workers_and_keep_no_checkpoints(runs):
+    _, results = runs
+    reference = metric_lines(results["learn"])
+    for name in ("in_process_1", "in_process_2"):
+        result = results[name]
+        lines = metric_lines(result)
+        assert [line["step"] for line in lines] == [line["step"] for line in reference]
+        for ours, theirs in zip(lines, reference):  # thread counts differ: bf16 sums need not match bit for bit
+            assert ours["loss"] == pytest.approx(theirs["loss"], rel=2e-2)
+            assert ours["train_examples"] == theirs["train_examples"]
+        assert result.checkpoint is None and checkpoint_dirs(result) == []
+        assert result.metrics["training_finished"] is True and "eval/combined" in result.metrics
+        assert [task["task_id"] for task in result.eval_metrics["tasks"]] == [EVAL_TASK]
+        assert Path(result.hf_model_dir, "config.json").is_file()
+    reports = results["in_process_reports"]
+    assert [report["step"] for report in reports] == [line["step"] for line in reference] * 2

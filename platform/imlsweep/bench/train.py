@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -95,24 +94,15 @@ def batches(rows: dict[str, Any], micro_batch_size: int, pad_id: int):
         yield batch
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def engine_for(model: Any, micro_batch_size: int, use_gpu: bool) -> Any:
     """A single-process DeepSpeed engine from the trainer's own config."""
     from imlsweep.train.config import TrainConfig
     from imlsweep.train.deepspeed_config import deepspeed_config
     from imlsweep.train.engine import initialize_engine
 
-    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
-        os.environ.setdefault(key, value)
-    os.environ.setdefault("MASTER_PORT", str(free_port()))
     train = TrainConfig(use_gpu=use_gpu, zero_stage=0 if not use_gpu else 1, precision="bf16" if use_gpu else "fp32",
                         micro_batch_size=micro_batch_size, lr=1e-4, max_steps=1)
-    engine, _ = initialize_engine(model, deepspeed_config(train))
+    engine, _ = initialize_engine(model, deepspeed_config(train), use_gpu=use_gpu)
     return engine
 
 

@@ -1,6 +1,7 @@
 """Running a sweep on Ray Tune: one Tuner per stage, in order, each trial a function trainable that
 calls `run_trial` (which builds and fits a `TorchTrainer`, the Ray Train V2 pattern) with Tune's
-report callback.
+report callback. Single-worker trials run in the trainable's own process, and
+Tune reuses that process for the next trial, so short trials pay no per-trial process start.
 
 The sweep directory, not Tune's experiment state, says what is done: a trial with
 `trial_result.json` is never run again, so `run` and `resume` are the same loop over what is left.
@@ -54,6 +55,7 @@ class StageContext:
     spec: SweepSpec
     stage: str
     trials: dict[str, PlannedTrial]  # a search stage has one template trial
+    in_process: bool  # trials run in the trainable's own process (see `runs_in_process`)
     runner: TrialRunner | None = None  # None: imlsweep.train.trial.run_trial
 
 
@@ -95,6 +97,7 @@ def trainable(params: dict[str, Any], context: StageContext) -> None:
 
 
 def run_trial_here(context: StageContext, trial: PlannedTrial) -> Any:
+    from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from imlsweep.config import validate_config
@@ -105,7 +108,21 @@ def run_trial_here(context: StageContext, trial: PlannedTrial) -> Any:
         return context.runner(config, context.sweep_dir, callbacks=())
     from imlsweep.train.trial import run_trial
 
-    return run_trial(config, context.sweep_dir, callbacks=[TuneReportCallback()])
+    return run_trial(config, context.sweep_dir, callbacks=[TuneReportCallback()], in_process=context.in_process,
+                     on_report=tune.report)
+
+
+def runs_in_process(spec: SweepSpec) -> bool:
+    """Single-worker trials run inside the (reused) trainable."""
+    return spec.resources.in_process and spec.resources.workers == 1
+
+
+def trainable_resources(spec: SweepSpec, in_process: bool) -> dict[str, float]:
+    """An in-process trial trains in the trainable, which holds the worker's CPU and GPU; otherwise the
+    trainable only waits on its TorchTrainer and holds (almost) nothing the workers or data need."""
+    if not in_process:
+        return {"CPU": 0.01}
+    return {"CPU": spec.resources.cpus_per_worker, "GPU": spec.resources.gpus_per_worker}
 
 
 def search_trial(context: StageContext, name: str, params: dict[str, Any]) -> PlannedTrial:
@@ -233,8 +250,9 @@ def run_stage(sweep: Sweep, stage: Stage, concurrency: int, runner: TrialRunner 
     log(f"{stage.name}: {total} trials, {len(done)} done, {remaining} to run, {concurrency} at a time")
     if remaining <= 0:
         return
+    in_process = runs_in_process(sweep.spec)
     context = StageContext(sweep=sweep.spec.name, sweep_dir=str(sweep.dir), spec=sweep.spec, stage=stage.name,
-                           trials={t.name: t for t in planned}, runner=runner)
+                           trials={t.name: t for t in planned}, in_process=in_process, runner=runner)
     if stage.search is None:
         param_space = {"trial": tune.grid_search(todo)}
         settings: dict[str, Any] = {"trial_name_creator": lambda trial: trial.config["trial"]}
@@ -245,8 +263,8 @@ def run_stage(sweep: Sweep, stage: Stage, concurrency: int, runner: TrialRunner 
     experiment = sweep.dir / TUNE_DIR / stage.name
     shutil.rmtree(experiment, ignore_errors=True)  # the sweep directory, not Tune's state, says what is done
     tuner = tune.Tuner(
-        # The trainable only waits on its TorchTrainer: it holds (almost) no CPU the workers or data need.
-        tune.with_resources(tune.with_parameters(trainable, context=context), {"CPU": 0.01}),
+        tune.with_resources(tune.with_parameters(trainable, context=context),
+                            trainable_resources(sweep.spec, in_process)),
         param_space=param_space,
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True,
                                     trial_dirname_creator=settings["trial_name_creator"], **settings),

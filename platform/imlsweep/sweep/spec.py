@@ -92,6 +92,10 @@ class Resources(StrictModel):
     workers: int = Field(default=1, ge=1, description="Ray Train workers per trial")
     gpus_per_worker: float = Field(default=0, ge=0)
     cpus_per_worker: float = Field(default=1, ge=0)
+    in_process: bool = Field(
+        default=True, description="single-worker trials run inside Tune's reused trial "
+        "process: imports, worker start and process group are paid once per process, not per trial; such trials "
+        "keep no checkpoints and rerun from the start if cut off")
 
 
 class Retention(StrictModel):

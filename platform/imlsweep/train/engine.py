@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
-def initialize_engine(model: Any, config: dict[str, Any], lr_scheduler: Any = None) -> tuple[Any, Any]:
+def initialize_engine(model: Any, config: dict[str, Any], lr_scheduler: Any = None, *,
+                      use_gpu: bool = False) -> tuple[Any, Any]:
     """(engine, scheduler) for `model` under a derived DeepSpeed `config`.
 
     DeepSpeed's communication backend JIT-compiles a CPU shared-memory op on first use, under a file
@@ -16,7 +18,19 @@ def initialize_engine(model: Any, config: dict[str, Any], lr_scheduler: Any = No
     import deepspeed
     import deepspeed.ops
 
+    ensure_process_group(use_gpu)
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     engine, _, _, scheduler = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config,
                                                    lr_scheduler=lr_scheduler)
     return engine, scheduler
+
+
+def ensure_process_group(use_gpu: bool) -> None:
+    """A one-process group when nobody set one up: Ray Train's workers come with theirs, an in-process
+    trial or a benchmark does not. An in-memory store needs no port, so trials sharing a node never
+    collide; the group lives as long as the process and serves every later in-process trial."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed picks its device by it
+        dist.init_process_group("nccl" if use_gpu else "gloo", store=dist.HashStore(), rank=0, world_size=1)

@@ -3,6 +3,9 @@ return what the trial produced.
 
 Sweeps call `run_trial` inside a Ray Tune function trainable and pass Tune's report callback; the
 trial directory `<storage>/<name>/` holds trial.yaml, metrics.jsonl, checkpoints and hf_model/.
+A single-worker trial can run `in_process`: the worker loop runs in the calling process, so a reused
+Tune actor pays for imports, worker start and process-group set-up once, not once per trial; such a
+trial keeps no checkpoints (it reruns from the start if cut off).
 Names are the trial's own (no timestamps), so a rerun of the same trial finds its earlier state.
 """
 
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from imlsweep.config import dump_config
 from imlsweep.errors import UserError
@@ -19,7 +22,7 @@ from imlsweep.train import storage
 from imlsweep.train.checkpoints import retention
 from imlsweep.train.config import TrialConfig
 from imlsweep.train.deepspeed_config import deepspeed_config
-from imlsweep.train.worker import TRAIN_DATASET, train_loop_per_worker
+from imlsweep.train.worker import TRAIN_DATASET, WorkerSession, run_worker, train_loop_per_worker
 
 
 @dataclass
@@ -72,30 +75,50 @@ def trial_dir(storage_path: str, name: str) -> str:
     return storage.join(storage_path, name)
 
 
-def run_trial(config: TrialConfig, storage_path: str, *, callbacks: Sequence[Any] = (),
-              dataset: Any = None) -> TrialResult:
+def run_trial(config: TrialConfig, storage_path: str, *, callbacks: Sequence[Any] = (), dataset: Any = None,
+              in_process: bool = False, on_report: Callable[[dict[str, Any]], None] | None = None) -> TrialResult:
     """Run one trial with a Ray Train `TorchTrainer`. `dataset` (a Ray Dataset of packed rows in the
-    data -> train contract) replaces the one built from `config.corpus` + `config.mixture`."""
+    data -> train contract) replaces the one built from `config.corpus` + `config.mixture`.
+    `in_process`: run the one worker's loop here instead (the caller holds its CPU/GPU); its reports
+    go to `on_report` rather than to the Ray Train `callbacks`."""
+    kind = check_trial(config)
+    if in_process and config.train.workers != 1:
+        raise UserError(f"{config.name}: an in-process trial has one worker, not {config.train.workers}")
+    if dataset is None:
+        dataset = build_dataset(config, kind)
+    directory = trial_dir(storage_path, config.name)
+    storage.write_text(storage.join(directory, "trial.yaml"), dump_config(config))
+    setup = {"trial": config.model_dump(mode="json"), "trial_dir": directory,
+             "deepspeed": deepspeed_config(config.train), "total_steps": total_steps(config, dataset)}
+    if in_process:
+        metrics, checkpoint = run_here(setup, dataset, on_report), None
+    else:
+        metrics, checkpoint = run_on_ray_train(config, setup, dataset, callbacks)
+    return TrialResult(
+        name=config.name, trial_dir=directory, metrics=metrics, checkpoint=checkpoint,
+        hf_model_dir=storage.join(directory, "hf_model") if config.train.export_hf else None,
+        train_time_s=float(metrics.get("train_time_s", 0.0)), train_tokens=int(metrics.get("train_tokens", 0)),
+        train_examples=int(metrics.get("train_examples", 0)),
+        eval_metrics=read_eval_metrics(directory) if config.eval is not None else {},
+    )
+
+
+def run_on_ray_train(config: TrialConfig, setup: dict[str, Any], dataset: Any,
+                     callbacks: Sequence[Any]) -> tuple[dict[str, Any], str | None]:
+    """The final metrics and the latest checkpoint kept."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from imlsweep.data.pipeline import train_data_config
 
-    kind = check_trial(config)
-    if dataset is None:
-        dataset = build_dataset(config, kind)
-    directory = trial_dir(storage_path, config.name)
-    storage.write_text(storage.join(directory, "trial.yaml"), dump_config(config))
     train = config.train
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"trial": config.model_dump(mode="json"), "trial_dir": directory,
-                           "deepspeed": deepspeed_config(train),
-                           "total_steps": total_steps(config, dataset)},
+        train_loop_config=setup,
         torch_config=TorchConfig(backend="nccl" if train.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=train.workers, use_gpu=train.use_gpu),
         run_config=ray.train.RunConfig(
-            name=config.name, storage_path=directory.rsplit("/", 1)[0],
+            name=config.name, storage_path=setup["trial_dir"].rsplit("/", 1)[0],
             checkpoint_config=ray.train.CheckpointConfig(**retention(train)),
             failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
             callbacks=list(callbacks) or None),
@@ -103,15 +126,21 @@ def run_trial(config: TrialConfig, storage_path: str, *, callbacks: Sequence[Any
         dataset_config=train_data_config(),
     )
     result = trainer.fit()
-    metrics = dict(result.metrics or {})
-    return TrialResult(
-        name=config.name, trial_dir=directory, metrics=metrics,
-        checkpoint=result.checkpoint.path if result.checkpoint is not None else None,
-        hf_model_dir=storage.join(directory, "hf_model") if train.export_hf else None,
-        train_time_s=float(metrics.get("train_time_s", 0.0)), train_tokens=int(metrics.get("train_tokens", 0)),
-        train_examples=int(metrics.get("train_examples", 0)),
-        eval_metrics=read_eval_metrics(directory) if config.eval is not None else {},
-    )
+    return dict(result.metrics or {}), result.checkpoint.path if result.checkpoint is not None else None
+
+
+def run_here(setup: dict[str, Any], dataset: Any, on_report: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """The worker loop in this process, as the only worker; returns the last metrics it reported."""
+    reported: list[dict[str, Any]] = [{}]
+
+    def report(metrics: dict[str, Any], **_checkpoint: Any) -> None:
+        reported[0] = metrics
+        if on_report is not None:
+            on_report(metrics)
+
+    run_worker(setup, WorkerSession(rank=0, world_size=1, shard=dataset, checkpoint=None, report=report,
+                                    keeps_checkpoints=False))
+    return reported[0]
 
 
 def build_dataset(config: TrialConfig, kind: str) -> Any:

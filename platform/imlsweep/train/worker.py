@@ -1,5 +1,7 @@
-"""The Ray Train worker loop: one DeepSpeed engine per worker, packed batches from the worker's shard,
-metrics and checkpoints through `ray.train.report`, then the trial's evaluation (when it has one).
+"""The worker loop: one DeepSpeed engine per worker, packed batches from the worker's shard, metrics
+and checkpoints through the session's report (`ray.train.report` on Ray Train workers), then the
+trial's evaluation (when it has one). An in-process trial runs the same loop with a one-worker
+session of its own: no checkpoints, reports straight to the caller (Ray Tune).
 
 Every worker reports at the same steps (Ray Train gathers one report per worker). A restarted worker
 loads the last checkpoint and skips the micro-batches of the current epoch it already trained on, so
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from imlsweep.eval.results import scalar_metrics
 from imlsweep.train import storage
@@ -27,8 +30,30 @@ class InjectedFailure(RuntimeError):
     """Raised by the `train.fail_at_step` test hook."""
 
 
+@dataclass
+class WorkerSession:
+    """What the loop needs from whoever runs it."""
+
+    rank: int
+    world_size: int
+    shard: Any  # the worker's rows: a Ray Data shard or a whole Dataset
+    checkpoint: Any  # a ray.train.Checkpoint to resume from, or None
+    report: Callable[..., None]  # report(metrics, checkpoint=None, checkpoint_dir_name=None)
+    keeps_checkpoints: bool
+
+
 def train_loop_per_worker(setup: dict[str, Any]) -> None:
+    """Ray Train's entry point on each worker."""
     import ray.train
+
+    context = ray.train.get_context()
+    run_worker(setup, WorkerSession(rank=context.get_world_rank(), world_size=context.get_world_size(),
+                                    shard=ray.train.get_dataset_shard(TRAIN_DATASET),
+                                    checkpoint=ray.train.get_checkpoint(), report=ray.train.report,
+                                    keeps_checkpoints=True))
+
+
+def run_worker(setup: dict[str, Any], session: WorkerSession) -> None:
     import torch
 
     from imlsweep.data.pipeline import iter_train_batches
@@ -42,18 +67,19 @@ def train_loop_per_worker(setup: dict[str, Any]) -> None:
     trial = TrialConfig.model_validate(setup["trial"])
     train = trial.train
     trial_dir: str = setup["trial_dir"]
-    context = ray.train.get_context()
-    rank, workers = context.get_world_rank(), context.get_world_size()
+    rank, workers = session.rank, session.world_size
 
     torch.manual_seed(train.seed)
     flash = train.use_gpu and flash_attention_available()
     model = load_model(trial.model, trial.init_from, attn_implementation="flash_attention_2" if flash else None)
     kind = model_kind(model.config)
     tokenizer = load_tokenizer(trial.model.tokenizer_name)
-    engine, scheduler = initialize_engine(model, setup["deepspeed"], lr_scheduler(train, setup["total_steps"]))
+    engine, scheduler = initialize_engine(model, setup["deepspeed"], lr_scheduler(train, setup["total_steps"]),
+                                          use_gpu=train.use_gpu)
+    keeps_checkpoints = session.keeps_checkpoints and train.keep != "none"
 
     progress = Progress()
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = session.checkpoint
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             progress = load_state(engine, directory)
@@ -98,11 +124,11 @@ def train_loop_per_worker(setup: dict[str, Any]) -> None:
                 storage.write_text(metrics_uri, metrics_lines(records))
             window, window_start, logged_step = Window(), time.perf_counter(), progress.step
         with_checkpoint = with_checkpoint and checkpointed_step != progress.step
-        report(engine, {**last_metrics, **extra}, progress, with_checkpoint)
+        report(session, engine, {**last_metrics, **extra}, progress, with_checkpoint)
         if with_checkpoint:
             checkpointed_step = progress.step
 
-    shard = ray.train.get_dataset_shard(TRAIN_DATASET)
+    shard = session.shard
     while not training_done(train, progress):
         batches = iter_train_batches(shard, train.micro_batch_size, kind, pad_token_id=tokenizer.pad_token_id,
                                      skip_batches=progress.batches_in_epoch, seed=train.seed + progress.epoch)
@@ -122,7 +148,7 @@ def train_loop_per_worker(setup: dict[str, Any]) -> None:
             if training_done(train, progress):
                 break
             if checkpoint_due(train, progress.step) or progress.step % train.log_every == 0:
-                log(checkpoint_due(train, progress.step), {})
+                log(keeps_checkpoints and checkpoint_due(train, progress.step), {})
             if train.fail_at_step == progress.step and not resumed and rank == 0:
                 raise InjectedFailure(f"train.fail_at_step: injected failure after step {progress.step}")
         else:  # the epoch's batches ran out
@@ -136,7 +162,7 @@ def train_loop_per_worker(setup: dict[str, Any]) -> None:
                 storage.upload_dir(out_dir, storage.join(trial_dir, "hf_model"))
     evaluation = evaluate_in_worker(engine, tokenizer, trial, trial_dir, rank, workers)
     # Not "done": Ray Tune reads a reported `done` as the end of the trial and tears it down mid-fit.
-    log(train.keep != "none", {"training_finished": True, **(scalar_metrics(evaluation) if evaluation else {})})
+    log(keeps_checkpoints, {"training_finished": True, **(scalar_metrics(evaluation) if evaluation else {})})
 
 
 def training_done(train: TrainConfig, progress: Progress) -> bool:
@@ -145,16 +171,17 @@ def training_done(train: TrainConfig, progress: Progress) -> bool:
     return progress.epoch >= (train.epochs or 1)
 
 
-def report(engine: Any, metrics: dict[str, Any], progress: Progress, with_checkpoint: bool) -> None:
+def report(session: WorkerSession, engine: Any, metrics: dict[str, Any], progress: Progress,
+           with_checkpoint: bool) -> None:
+    if not with_checkpoint:
+        session.report(metrics)
+        return
     import ray.train
 
-    if not with_checkpoint:
-        ray.train.report(metrics)
-        return
     with tempfile.TemporaryDirectory() as directory:
         save_state(engine, directory, progress)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
-                         checkpoint_dir_name=checkpoint_dir_name(progress.step))
+        session.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                       checkpoint_dir_name=checkpoint_dir_name(progress.step))
 
 
 def batch_sizes(batch: dict[str, Any]) -> tuple[int, int]:
