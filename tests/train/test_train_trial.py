@@ -7,7 +7,10 @@ Three runs, shared by the tests below:
 - `zero2`: 2 workers, tiny OPT, fp32, ZeRO 2, no checkpoints.
 - `zero3_restart`: the same trial with ZeRO 3; rank 0 raises after step 4 (test hook) and the trial
   resumes from its step-4 checkpoint mid-epoch. It must end where `zero2` ended: same steps, same
-  losses, same weights, which only holds if the data stream resumed where it stopped.
+  losses, same weights, which only holds if the data stream resumed where it stopped. Then both
+  workers generate on sharded weights (3 items each, in batches of 2; ranks finish their answers at
+  different steps, so generation stays synced) and must predict what one process predicts from the
+  exported weights.
 - `in_process_1`, `in_process_2`: `learn` again, twice in this process without Ray Train workers (what
   a sweep's reused trainable does): the second must work on the first's process group.
 """
@@ -25,6 +28,9 @@ import torch
 import yaml
 
 from imlsweep.cli import main
+from imlsweep.data.tokenizer import cached_tokenizer
+from imlsweep.eval.config import EvalConfig
+from imlsweep.eval.trial import evaluate_in_worker
 from imlsweep.train.config import TrialConfig, load_trial_config
 from imlsweep.train.trial import run_trial
 
@@ -32,6 +38,7 @@ TASKS = ["task363_sst2_polarity_classification", "task109_smsspamcollection_spam
          "task1346_glue_cola_grammatical_correctness_classification"]
 MIXTURE = {"tasks": TASKS, "encoding": {"name": "no_instruction"}, "max_length": 128, "seed": 0}
 EVAL_TASK = "task1344_glue_entailment_classification"  # held out: trained on by none of the runs
+SHARDED_EVAL_TASKS = ["task1388_cb_entailment", "task619_ohsumed_abstract_title_generation"]
 TWO_WORKERS = {"workers": 2, "precision": "fp32", "lr": 3e-3, "warmup_steps": 2, "micro_batch_size": 2,
                "max_steps": 6, "log_every": 2, "export_hf": True, "max_failures": 1}
 
@@ -67,6 +74,7 @@ def runs(ray_local, sample_corpus, tmp_path_factory):
                                {**TWO_WORKERS, "zero_stage": 3, "checkpoint_every": 2, "keep": "all",
                                 "fail_at_step": 4}),
     }
+    configs["zero3_restart"].eval = EvalConfig(tasks=SHARDED_EVAL_TASKS, max_per_task=3, max_new_tokens=4, batch_size=2)
     results.update({name: run_trial(config, str(storage)) for name, config in configs.items()})
     reports: list[dict] = []
     for name in ("in_process_1", "in_process_2"):
@@ -121,6 +129,21 @@ def test_evaluation_runs_after_training(runs):
     assert [task["task_id"] for task in result.eval_metrics["tasks"]] == [EVAL_TASK]
     assert "eval/combined" in result.metrics  # reported with the final metrics, for Tune and W&B
     assert not Path(results["zero2"].trial_dir, "metrics.json").exists()  # no eval suite, no evaluation
+
+
+def test_zero3_workers_evaluate_like_one_process(runs, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    import pyarrow.parquet as pq
+
+    result = runs[1]["zero3_restart"]
+    sharded = pq.read_table(Path(result.trial_dir, "predictions.parquet")).to_pylist()
+    config = TrialConfig.model_validate(yaml.safe_load(Path(result.trial_dir, "trial.yaml").read_text()))
+    model = AutoModelForCausalLM.from_pretrained(result.hf_model_dir)
+    evaluate_in_worker(model, cached_tokenizer(config.model.tokenizer_name), config, str(tmp_path), 0, 1)
+    single = pq.read_table(tmp_path / "predictions.parquet").to_pylist()
+    assert {row["mode"] for row in single} == {"generation"} and len(single) == 6
+    assert [(row["task_id"], row["prediction"]) for row in sharded] == [(row["task_id"], row["prediction"]) for row in single]
 
 
 def test_restart_resumes_from_checkpoint_with_same_steps_and_data(runs):
