@@ -78,9 +78,11 @@ def spec_copy(tmp_path: Path, corpus: Path, **changes) -> Path:
 @pytest.fixture(scope="module")
 def fake_sweep(ray_local, sample_corpus, tmp_path_factory):
     """Run 1: pre-inst fails once (Tune retries it), pre-plain always fails, so ft-plain waits.
-    Run 2 (resume, the failure removed): the rest runs, nothing finished runs again."""
+    Run 2 (resume, the failure removed): the rest runs, nothing finished runs again. The search stage
+    samples with Optuna under an ASHA scheduler."""
     search = {"name": "search", "set": {"mixture.tasks": ["task828_copa_commonsense_cause_effect"]},
-              "search": {"num_samples": 2, "metric": "loss", "mode": "min", "seed": 3,
+              "search": {"algorithm": "optuna", "scheduler": "asha", "num_samples": 2, "metric": "loss", "mode": "min",
+                         "seed": 3,
                          "space": {"train.lr": {"kind": "loguniform", "low": 1e-4, "high": 1e-2}}}}
     data = yaml.safe_load(SPEC.read_text())
     sweep = open_spec(spec_copy(tmp_path_factory.mktemp("fake"), sample_corpus, stages=data["stages"] + [search]))

@@ -18,6 +18,7 @@ from imlsweep.report.sample_efficiency import (
     efficiency_points,
     power_law_fits,
 )
+from imlsweep.sweep.loading import local_dir
 
 REPORT_FILE = "report.html"
 TASK_TABLE_COLUMNS = ("trial", "status", "task_id", "category", "level", "shots", "score", "rougeL",
@@ -36,12 +37,15 @@ class ReportPaths:
 
 
 def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> ReportPaths:
-    """Write report.html (self-contained) and its PNG figures; `out_dir` defaults to SWEEP_DIR/report."""
+    """Write report.html (self-contained) and its PNG figures. `sweep_dir` is a folder or an s3:// / gs://
+    URI; the report is written locally, by default to SWEEP_DIR/report, for a URI in the sweep's folder
+    on this machine (`local_dir`)."""
     results = load_sweep_results(sweep_dir)
-    out = Path(out_dir) if out_dir is not None else Path(sweep_dir) / "report"
+    local = local_dir(str(sweep_dir))
+    out = Path(out_dir) if out_dir is not None else local / "report"
     out.mkdir(parents=True, exist_ok=True)
     paths = ReportPaths(html=out / REPORT_FILE)
-    sections = [html.summary_section(results.name, trial_counts(results), wandb_link(results.spec, Path(sweep_dir)),
+    sections = [html.summary_section(results.name, trial_counts(results), wandb_link(results.spec, local),
                                      len(results.table))]
     if results.has_sample_efficiency:
         sections.append(sample_efficiency_section(results, out, paths.figures))
@@ -127,7 +131,8 @@ def wandb_link(spec: dict[str, Any], sweep_dir: Path) -> dict[str, str] | None:
     """The W&B project and group (the sweep's name); a link when the runs went to the server.
 
     `mode: auto` runs online only when WANDB_API_KEY was set, so the trial directories tell:
-    online runs leave `wandb/run-*`, offline ones `wandb/offline-run-*`."""
+    online runs leave `wandb/run-*`, offline ones `wandb/offline-run-*` (W&B writes them locally:
+    `sweep_dir` is the sweep's folder on this machine)."""
     tracking = spec.get("tracking")
     if not isinstance(tracking, dict) or not tracking.get("wandb", True) or not tracking.get("project"):
         return None

@@ -7,17 +7,18 @@ partial table (missing cells, trials not yet in), and the report is built from w
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from imlsweep.errors import UserError
-from imlsweep.sweep.loading import SPEC_FILE
+from imlsweep.sweep.loading import read_resolved_spec
 from imlsweep.sweep.results import FIXED_COLUMNS as RESULT_COLUMNS
 from imlsweep.sweep.results import RESULTS_FILE
+from imlsweep.train import storage
 
 REQUIRED_COLUMNS = ("trial", "task_id", "category", "level", "shots", "score")
 
@@ -46,29 +47,20 @@ class SweepResults:
 
 
 def load_sweep_results(sweep_dir: str | Path) -> SweepResults:
-    """Read `results.parquet` (and `sweep.yaml` when present) from a sweep directory."""
-    sweep_dir = Path(sweep_dir)
-    results_path = sweep_dir / RESULTS_FILE
-    if not results_path.is_file():
+    """Read `results.parquet` (and `sweep.yaml` when present) from a sweep directory or URI."""
+    sweep_dir = str(sweep_dir)
+    results_path = storage.join(sweep_dir, RESULTS_FILE)
+    data = storage.read_bytes(results_path)
+    if data is None:
         raise UserError(f"{sweep_dir}: no {RESULTS_FILE} (has any trial of this sweep finished?)")
-    table = pd.read_parquet(results_path)
+    table = pd.read_parquet(io.BytesIO(data))
     missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
     if missing:
         raise UserError(f"{results_path}: missing columns {', '.join(missing)}")
-    spec = read_spec(sweep_dir / SPEC_FILE)
+    spec = read_resolved_spec(sweep_dir) or {}
     swept_keys = [column for column in table.columns if column not in RESULT_COLUMNS]
-    name = str(table["sweep"].iloc[0]) if "sweep" in table.columns and len(table) else sweep_dir.name
+    name = str(table["sweep"].iloc[0]) if "sweep" in table.columns and len(table) else PurePosixPath(sweep_dir).name
     return SweepResults(name=name, table=normalize_results(table), swept_keys=swept_keys, spec=spec)
-
-
-def read_spec(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise UserError(f"{path}: not valid YAML: {error}") from None
-    return spec if isinstance(spec, dict) else {}
 
 
 def normalize_results(table: pd.DataFrame) -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """`imlsweep sweep {plan,run,resume,status}`.
 
 `run` and `resume` connect to the Ray cluster named by --address or RAY_ADDRESS (set by `ray job
-submit`), or start a local instance; they print the sweep directory at the end.
+submit`), or start a local instance; they print the sweep directory at the end. Storage and sweep
+directories are local folders or s3:// / gs:// URIs.
 """
 
 from __future__ import annotations
@@ -17,23 +18,23 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     plan = commands.add_parser("plan", help="trials by stage and axis, resources, GPU-hours and disk estimates")
     plan.add_argument("spec", metavar="SPEC", help="a sweep spec (YAML)")
-    plan.add_argument("--storage", default=None, help="override the spec's storage folder")
+    plan.add_argument("--storage", default=None, help="override the spec's storage (a folder or an s3:// / gs:// URI)")
     plan.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     plan.set_defaults(handler=plan_command)
 
     run = commands.add_parser("run", help="run a sweep with Ray Tune")
     run.add_argument("spec", metavar="SPEC", help="a sweep spec (YAML)")
-    run.add_argument("--storage", default=None, help="override the spec's storage folder")
+    run.add_argument("--storage", default=None, help="override the spec's storage (a folder or an s3:// / gs:// URI)")
     add_run_options(run)
     run.set_defaults(handler=run_command)
 
     resume = commands.add_parser("resume", help="continue a sweep: finished trials are not run again")
-    resume.add_argument("sweep_dir", metavar="DIR", help="a sweep directory (holds sweep.yaml)")
+    resume.add_argument("sweep_dir", metavar="DIR", help="a sweep directory or URI (holds sweep.yaml)")
     add_run_options(resume)
     resume.set_defaults(handler=resume_command)
 
     status = commands.add_parser("status", help="counts by state and the failing trials with their errors")
-    status.add_argument("sweep_dir", metavar="DIR", help="a sweep directory (holds sweep.yaml)")
+    status.add_argument("sweep_dir", metavar="DIR", help="a sweep directory or URI (holds sweep.yaml)")
     status.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     status.set_defaults(handler=status_command)
 
@@ -92,12 +93,12 @@ def execute(sweep, args: argparse.Namespace) -> int:
     if args.report:
         from imlsweep.report.build import build_report
 
-        paths = build_report(sweep.dir, None)
+        paths = build_report(sweep.uri, None)
         print(f"{paths.summary}\nreport: {paths.html}", file=sys.stderr)
     if args.json:
         print_json(status)
     else:
-        print(str(sweep.dir))
+        print(sweep.uri)
     return 0 if status["counts"]["completed"] == status["total_trials"] else 1
 
 

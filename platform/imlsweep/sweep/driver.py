@@ -2,6 +2,8 @@
 calls `run_trial` (which builds and fits a `TorchTrainer`, the Ray Train V2 pattern) with Tune's
 report callback. Single-worker trials run in the trainable's own process, and
 Tune reuses that process for the next trial, so short trials pay no per-trial process start.
+Trials and the driver read and write the sweep directory through `imlsweep.train.storage` (a local
+folder or a bucket); Tune's own experiment state stays in the sweep's folder on this machine.
 
 The sweep directory, not Tune's experiment state, says what is done: a trial with
 `trial_result.json` is never run again, so `run` and `resume` are the same loop over what is left.
@@ -16,19 +18,19 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 from imlsweep.sweep.expand import PlannedTrial, axis_column, label_value, set_dotted
-from imlsweep.sweep.loading import Sweep, ensure_corpus, write_resolved_spec
+from imlsweep.sweep.loading import Sweep, ensure_corpus, local_dir, write_resolved_spec
 from imlsweep.sweep.plan import stage_trial_count
 from imlsweep.sweep.results import read_task_metrics, write_results
 from imlsweep.sweep.status import all_trials, stage_names, sweep_status_of
 from imlsweep.sweep.spec import Search, Stage, SweepSpec
 from imlsweep.sweep.state import (RESULT_FILE, clear_driver_file, error_lines, is_completed, read_result, record_error,
-                                  write_driver_file, write_json_atomic)
+                                  trial_files, write_driver_file, write_json)
+from imlsweep.train import storage
 
-TUNE_DIR = ".tune"  # Tune's own experiment state, one experiment per stage
+TUNE_DIR = ".tune"  # Tune's own experiment state, one experiment per stage, in the sweep's local folder
 # (config, storage path, callbacks) -> an object with TrialResult's fields
 TrialRunner = Callable[..., Any]
 
@@ -51,7 +53,7 @@ class StageContext:
     """What every trainable of a stage needs; shipped once through the object store."""
 
     sweep: str
-    sweep_dir: str
+    sweep_dir: str  # a storage location (Sweep.uri)
     spec: SweepSpec
     stage: str
     trials: dict[str, PlannedTrial]  # a search stage has one template trial
@@ -65,10 +67,10 @@ def trainable(params: dict[str, Any], context: StageContext) -> None:
 
     name = tune.get_context().get_trial_name()
     trial = context.trials.get(name) or search_trial(context, name, params)
-    sweep_dir = Path(context.sweep_dir)
-    trial_dir = sweep_dir / name
-    if is_completed(sweep_dir, name):  # finished just before a driver died: nothing to do
-        tune.report(final_report(read_result(sweep_dir, name) or {}))
+    trial_dir = storage.join(context.sweep_dir, name)
+    finished = read_result(context.sweep_dir, name)
+    if finished is not None:  # finished just before a driver died: nothing to do
+        tune.report(final_report(finished))
         return
     try:
         result = run_trial_here(context, trial)
@@ -87,12 +89,12 @@ def trainable(params: dict[str, Any], context: StageContext) -> None:
 
         summary["wandb_run_id"] = log_trial_run(
             context.spec.tracking, sweep=context.sweep, stage=trial.stage, trial=name, trial_dir=trial_dir,
-            labels=trial.labels, trial_config=trial.config,
+            wandb_dir=local_dir(context.sweep_dir) / name, labels=trial.labels, trial_config=trial.config,
             summary=numeric_items(summary["metrics"]) | {k: summary[k] for k in ("train_time_s", "train_tokens", "train_examples")},
             tasks=read_task_metrics(trial_dir))
     if context.spec.retention.checkpoints == "delete_when_done":
         delete_checkpoints(trial_dir)
-    write_json_atomic(trial_dir / RESULT_FILE, summary)  # last: the proof the trial is done
+    write_json(storage.join(trial_dir, RESULT_FILE), summary)  # last: the proof the trial is done
     tune.report(final_report(summary))
 
 
@@ -148,9 +150,10 @@ def json_safe(data: Any) -> Any:
     return json.loads(json.dumps(data, default=str))
 
 
-def delete_checkpoints(trial_dir: Path) -> None:
-    for path in trial_dir.glob("checkpoint_*"):
-        shutil.rmtree(path, ignore_errors=True)
+def delete_checkpoints(trial_dir: str) -> None:
+    for name in storage.list_dirs(trial_dir):
+        if name.startswith("checkpoint_"):
+            storage.delete(storage.join(trial_dir, name))
 
 
 def search_trial_namer(stage: str, first: int) -> Callable[[Any], str]:
@@ -221,11 +224,12 @@ def progress_callback(sweep: Sweep, stage: str, total: int):
 
         def finish(self, trial, outcome: str) -> None:
             seconds = time.time() - self.started.get(str(trial), time.time())
-            write_results(sweep.spec.name, sweep.dir, all_trials(sweep), self.finished_rows)
+            write_results(sweep.spec.name, sweep.uri, all_trials(sweep), self.finished_rows)
             if outcome == "FAILED":
-                for line in error_lines(sweep.dir / str(trial))[-1:]:
+                for line in error_lines(storage.join(sweep.uri, str(trial)))[-1:]:
                     log(f"{stage}: {trial}: {line}")
-            done = sum(is_completed(sweep.dir, name) for name in stage_names(sweep, stage))
+            files = trial_files(sweep.uri)
+            done = sum(is_completed(files, name) for name in stage_names(sweep, stage))
             log(f"{stage}: {outcome} {trial} in {seconds:.1f}s ({done}/{total} of the stage done)")
 
     return Progress()
@@ -236,22 +240,23 @@ def run_stage(sweep: Sweep, stage: Stage, concurrency: int, runner: TrialRunner 
 
     total = stage_trial_count(sweep.spec, sweep.trials, stage.name)
     planned = sweep.stage_trials(stage.name)
-    done = [name for name in stage_names(sweep, stage.name) if is_completed(sweep.dir, name)]
+    files = trial_files(sweep.uri)
+    done = [name for name in stage_names(sweep, stage.name) if is_completed(files, name)]
     if stage.search is None:
-        blocked = [t.name for t in planned if t.depends_on and not is_completed(sweep.dir, t.depends_on)]
+        blocked = [t.name for t in planned if t.depends_on and not is_completed(files, t.depends_on)]
         todo = [t.name for t in planned if t.name not in done and t.name not in blocked]
         if blocked:
             log(f"{stage.name}: {len(blocked)} trials wait for unfinished trials they start from; "
                 "they run on resume once those finish")
         remaining = len(todo)
     else:
-        blocked = [] if not planned[0].depends_on or is_completed(sweep.dir, planned[0].depends_on) else [planned[0].name]
+        blocked = [] if not planned[0].depends_on or is_completed(files, planned[0].depends_on) else [planned[0].name]
         remaining = 0 if blocked else total - len(done)
     log(f"{stage.name}: {total} trials, {len(done)} done, {remaining} to run, {concurrency} at a time")
     if remaining <= 0:
         return
     in_process = runs_in_process(sweep.spec)
-    context = StageContext(sweep=sweep.spec.name, sweep_dir=str(sweep.dir), spec=sweep.spec, stage=stage.name,
+    context = StageContext(sweep=sweep.spec.name, sweep_dir=sweep.uri, spec=sweep.spec, stage=stage.name,
                            trials={t.name: t for t in planned}, in_process=in_process, runner=runner)
     if stage.search is None:
         param_space = {"trial": tune.grid_search(todo)}
@@ -283,12 +288,12 @@ def run_sweep(sweep: Sweep, *, runner: TrialRunner | None = None) -> dict[str, A
     corpus_dir = ensure_corpus(sweep)
     write_resolved_spec(sweep, {s.name: stage_trial_count(sweep.spec, sweep.trials, s.name) for s in sweep.spec.stages})
     concurrency = max_concurrent_trials(sweep.spec, ray.cluster_resources())
-    log(f"sweep {sweep.spec.name}: {sweep.dir} (corpus {corpus_dir})")
-    write_driver_file(sweep.dir)
+    log(f"sweep {sweep.spec.name}: {sweep.uri} (corpus {corpus_dir})")
+    write_driver_file(sweep.uri)
     try:
         for stage in sweep.spec.stages:
             run_stage(sweep, stage, concurrency, runner)
     finally:
-        clear_driver_file(sweep.dir)
-        write_results(sweep.spec.name, sweep.dir, all_trials(sweep))
+        clear_driver_file(sweep.uri)
+        write_results(sweep.spec.name, sweep.uri, all_trials(sweep))
     return sweep_status_of(sweep)

@@ -12,11 +12,11 @@ import copy
 import itertools
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from imlsweep.config import ConfigError
 from imlsweep.sweep.spec import Stage, SweepSpec
+from imlsweep.train import storage
 
 
 @dataclass
@@ -69,7 +69,7 @@ def axis_column(key: str) -> str:
     return key.rsplit(".", 1)[-1]
 
 
-def expand_stage(spec: SweepSpec, index: int, stage: Stage, sweep_dir: Path, corpus: str,
+def expand_stage(spec: SweepSpec, index: int, stage: Stage, sweep_dir: str, corpus: str,
                  earlier: dict[str, PlannedTrial], source: str) -> list[PlannedTrial]:
     where = f"{source}: stages.{index}"
     columns = [axis_column(key) for key in stage.axes]
@@ -110,7 +110,7 @@ def expand_stage(spec: SweepSpec, index: int, stage: Stage, sweep_dir: Path, cor
                         where_dep = f"{where}.cells.{cell_index}" if cell and cell.depends_on else where
                         raise ConfigError(f"{where_dep}.depends_on: no trial {depends_on!r} in an earlier stage "
                                           f"(trials there: {', '.join(list(earlier)[:5])}{', ...' if len(earlier) > 5 else ''})")
-                    config["init_from"] = str(sweep_dir / depends_on / "hf_model")
+                    config["init_from"] = storage.join(sweep_dir, depends_on, "hf_model")
                 config["name"] = name
                 config["corpus"] = corpus
                 set_dotted(config, "train.workers", spec.resources.workers, source)
@@ -123,7 +123,7 @@ def expand_stage(spec: SweepSpec, index: int, stage: Stage, sweep_dir: Path, cor
     return trials
 
 
-def expand_spec(spec: SweepSpec, sweep_dir: Path, corpus: str, source: str) -> list[PlannedTrial]:
+def expand_spec(spec: SweepSpec, sweep_dir: str, corpus: str, source: str) -> list[PlannedTrial]:
     """Every trial of every stage, in stage order; errors name the spec file and the key."""
     trials: dict[str, PlannedTrial] = {}
     for index, stage in enumerate(spec.stages):

@@ -3,11 +3,17 @@
 Opening expands every trial and builds every TrialConfig, so a bad key fails here, before anything
 runs. The spec's `corpus` is a built corpus directory, or a corpus config that is built once into
 `<storage>/corpora/<config name>-<hash of the resolved config>` and reused by later sweeps.
+
+`storage` is a local folder or an s3:// / gs:// URI: the sweep's own files are read and written through
+`imlsweep.train.storage`, so a new head node resumes a sweep from its bucket. What only local file IO
+writes (a built corpus, Tune's experiment state, W&B run files, the default report) goes to the
+storage's folder on this machine (`local_dir`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +21,10 @@ from typing import Any
 
 import yaml
 
-from imlsweep.config import ConfigError, read_yaml, validate_config
+from imlsweep.config import ConfigError, validate_config
 from imlsweep.sweep.expand import PlannedTrial, expand_spec, validate_trials
 from imlsweep.sweep.spec import SweepSpec, load_spec
+from imlsweep.train import storage
 
 SPEC_FILE = "sweep.yaml"
 # Keys `sweep.yaml` carries besides the spec itself, for readers such as the report.
@@ -28,7 +35,8 @@ RESOLVED_EXTRA_KEYS = ("num_trials", "trials_by_stage")
 class Sweep:
     spec: SweepSpec
     source: str  # the file errors name
-    dir: Path
+    uri: str  # the sweep directory: an absolute local path, or an s3:// / gs:// URI
+    dir: Path  # its folder on this machine: the sweep directory itself when that is local (`local_dir`)
     corpus_dir: Path
     trials: list[PlannedTrial]
 
@@ -40,6 +48,21 @@ class Sweep:
         return [trial for trial in self.trials if trial.stage == stage]
 
 
+def absolute(location: str) -> str:
+    """A storage location as the sweep records it: a URI as given, a local folder absolute."""
+    return location if storage.is_remote(location) else str(Path(location).resolve())
+
+
+def local_dir(location: str) -> Path:
+    """This machine's folder of a storage location: the location itself when it is a local folder; for an
+    s3:// or gs:// URI, a folder in the user's cache (XDG_CACHE_HOME, else ~/.cache)."""
+    if not storage.is_remote(location):
+        return Path(location)
+    scheme, path = location.split("://", 1)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "imlsweep" / scheme / path.strip("/")
+
+
 def corpus_location(spec: SweepSpec) -> tuple[Path, Any]:
     """(built corpus directory, corpus config to build it from, or None when it is a directory)."""
     source = Path(spec.corpus)
@@ -49,7 +72,8 @@ def corpus_location(spec: SweepSpec) -> tuple[Path, Any]:
 
     config = load_corpus_config(source)
     digest = hashlib.sha256(corpus_config_yaml(config).encode()).hexdigest()[:12]
-    return Path(spec.storage).resolve() / "corpora" / f"{source.stem}-{digest}", config
+    # local even for a bucket: the corpus is read with local file IO
+    return local_dir(absolute(spec.storage)) / "corpora" / f"{source.stem}-{digest}", config
 
 
 def ensure_corpus(sweep: Sweep) -> Path:
@@ -68,41 +92,54 @@ def ensure_corpus(sweep: Sweep) -> Path:
     return corpus_dir
 
 
-def build_sweep(spec: SweepSpec, source: str, sweep_dir: Path) -> Sweep:
+def build_sweep(spec: SweepSpec, source: str, sweep_uri: str) -> Sweep:
     corpus_dir, _ = corpus_location(spec)
-    trials = expand_spec(spec, sweep_dir, str(corpus_dir), source)
+    trials = expand_spec(spec, sweep_uri, str(corpus_dir), source)
     validate_trials(trials, source)
-    return Sweep(spec=spec, source=source, dir=sweep_dir, corpus_dir=corpus_dir, trials=trials)
+    return Sweep(spec=spec, source=source, uri=sweep_uri, dir=local_dir(sweep_uri), corpus_dir=corpus_dir,
+                 trials=trials)
 
 
-def open_spec(path: str | Path, storage: str | None = None) -> Sweep:
-    """A sweep from its spec file; `storage` overrides the spec's."""
+def open_spec(path: str | Path, storage_location: str | None = None) -> Sweep:
+    """A sweep from its spec file; `storage_location` overrides the spec's `storage`."""
     spec = load_spec(path)
-    if storage is not None:
-        spec.storage = storage
-    return build_sweep(spec, str(path), Path(spec.storage).resolve() / spec.name)
+    if storage_location is not None:
+        spec.storage = storage_location
+    return build_sweep(spec, str(path), storage.join(absolute(spec.storage), spec.name))
+
+
+def read_resolved_spec(sweep_dir: str) -> dict[str, Any] | None:
+    """The data of the sweep directory's `sweep.yaml`, or None when it has none."""
+    path = storage.join(sweep_dir, SPEC_FILE)
+    text = storage.read_text(path)
+    if text is None:
+        return None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return data if isinstance(data, dict) else {}
 
 
 def open_sweep_dir(sweep_dir: str | Path) -> Sweep:
     """A sweep from the `sweep.yaml` its run wrote (corpus and storage already resolved)."""
-    sweep_dir = Path(sweep_dir).resolve()
-    path = sweep_dir / SPEC_FILE
-    if not path.is_file():
-        raise ConfigError(f"{sweep_dir}: not a sweep directory (no {SPEC_FILE})")
-    data = read_yaml(path) or {}
+    sweep_uri = absolute(str(sweep_dir))
+    data = read_resolved_spec(sweep_uri)
+    if data is None:
+        raise ConfigError(f"{sweep_uri}: not a sweep directory (no {SPEC_FILE})")
     for key in RESOLVED_EXTRA_KEYS:
         data.pop(key, None)
-    spec = validate_config(data, SweepSpec, str(path))
-    return build_sweep(spec, str(path), sweep_dir)
+    path = storage.join(sweep_uri, SPEC_FILE)
+    spec = validate_config(data, SweepSpec, path)
+    return build_sweep(spec, path, sweep_uri)
 
 
-def write_resolved_spec(sweep: Sweep, trials_by_stage: dict[str, int]) -> Path:
+def write_resolved_spec(sweep: Sweep, trials_by_stage: dict[str, int]) -> str:
     """`sweep.yaml`: the spec with absolute corpus and storage, plus the planned trial counts."""
     data = sweep.spec.model_dump(mode="json")
-    data["storage"] = str(sweep.dir.parent)
+    data["storage"] = sweep.uri.rsplit("/", 1)[0]
     data["num_trials"] = sum(trials_by_stage.values())
     data["trials_by_stage"] = trials_by_stage
-    sweep.dir.mkdir(parents=True, exist_ok=True)
-    path = sweep.dir / SPEC_FILE
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    path = storage.join(sweep.uri, SPEC_FILE)
+    storage.write_text(path, yaml.safe_dump(data, sort_keys=False))
     return path

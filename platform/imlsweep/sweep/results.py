@@ -17,14 +17,13 @@ One row per (trial, evaluated task, shots). Columns:
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from imlsweep.sweep.expand import PlannedTrial
-from imlsweep.sweep.state import ERROR_FILE, read_result
+from imlsweep.sweep.state import ERROR_FILE, RESULT_FILE, read_result, trial_files
+from imlsweep.train import storage
 
 RESULTS_FILE = "results.parquet"
 TASK_COLUMNS = ("task_id", "benchmark", "category", "level", "shots", "rougeL", "exact_match",
@@ -33,14 +32,14 @@ RUN_COLUMNS = ("train_examples", "train_time_s", "train_tokens")
 FIXED_COLUMNS = ("sweep", "stage", "trial", "status") + TASK_COLUMNS + RUN_COLUMNS
 
 
-def read_task_metrics(trial_dir: Path) -> list[dict[str, Any]]:
-    path = trial_dir / "metrics.json"
-    if not path.is_file():
+def read_task_metrics(trial_dir: str) -> list[dict[str, Any]]:
+    text = storage.read_text(storage.join(trial_dir, "metrics.json"))
+    if text is None:
         return []
-    return list(json.loads(path.read_text(encoding="utf-8")).get("tasks", []))
+    return list(json.loads(text).get("tasks", []))
 
 
-def trial_rows(sweep: str, trial: PlannedTrial, trial_dir: Path, result: dict[str, Any] | None) -> list[dict[str, Any]]:
+def trial_rows(sweep: str, trial: PlannedTrial, trial_dir: str, result: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Rows of one trial: one per evaluated task and shots; one bare row for a failed trial."""
     head = {"sweep": sweep, "stage": trial.stage, "trial": trial.name,
             "status": "completed" if result is not None else "error"}
@@ -51,21 +50,22 @@ def trial_rows(sweep: str, trial: PlannedTrial, trial_dir: Path, result: dict[st
     return rows or [head | {key: None for key in TASK_COLUMNS} | run | labels]
 
 
-def results_table(sweep: str, sweep_dir: Path, trials: list[PlannedTrial],
+def results_table(sweep: str, sweep_dir: str, trials: list[PlannedTrial],
                   finished_rows: dict[str, list[dict[str, Any]]] | None = None) -> pd.DataFrame:
     """All finished (or finally failed) trials' rows. `finished_rows` caches completed trials' rows
     (they never change), so rewriting the table after each of 961 trials stays cheap."""
     cache = {} if finished_rows is None else finished_rows
+    files = trial_files(sweep_dir)
     rows: list[dict[str, Any]] = []
     for trial in trials:
         if trial.name in cache:
             rows += cache[trial.name]
             continue
-        trial_dir = sweep_dir / trial.name
-        result = read_result(sweep_dir, trial.name)
-        if result is None and not (trial_dir / ERROR_FILE).is_file():
+        names = files.get(trial.name, set())
+        if RESULT_FILE not in names and ERROR_FILE not in names:
             continue
-        trial_result_rows = trial_rows(sweep, trial, trial_dir, result)
+        result = read_result(sweep_dir, trial.name) if RESULT_FILE in names else None
+        trial_result_rows = trial_rows(sweep, trial, storage.join(sweep_dir, trial.name), result)
         if result is not None:
             cache[trial.name] = trial_result_rows
         rows += trial_result_rows
@@ -81,10 +81,8 @@ def mixes_types(column: pd.Series) -> bool:
     return len(kinds - {bool}) > 1 or (bool in kinds and len(kinds) > 1)
 
 
-def write_results(sweep: str, sweep_dir: Path, trials: list[PlannedTrial],
-                  finished_rows: dict[str, list[dict[str, Any]]] | None = None) -> Path:
-    path = sweep_dir / RESULTS_FILE
-    tmp = path.with_name(f".{RESULTS_FILE}.tmp")
-    results_table(sweep, sweep_dir, trials, finished_rows).to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+def write_results(sweep: str, sweep_dir: str, trials: list[PlannedTrial],
+                  finished_rows: dict[str, list[dict[str, Any]]] | None = None) -> str:
+    uri = storage.join(sweep_dir, RESULTS_FILE)
+    storage.write_bytes(uri, results_table(sweep, sweep_dir, trials, finished_rows).to_parquet(index=False))
+    return uri

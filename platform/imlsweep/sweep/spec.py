@@ -135,7 +135,8 @@ class SweepSpec(StrictModel):
     resources: Resources = Resources()
     concurrency: int | Literal["auto"] = "auto"
     max_failures: int = Field(default=2, ge=0, description="retries of a failing trial")
-    storage: str = Field(default="runs", description="the sweep directory is <storage>/<name>")
+    storage: str = Field(default="runs", description="a folder or an s3:// / gs:// URI; the sweep directory "
+                         "is <storage>/<name>")
     retention: Retention = Retention()
     tracking: Tracking = Tracking()
     estimate: Estimate = Estimate()

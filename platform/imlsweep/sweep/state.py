@@ -3,6 +3,8 @@
 A trial directory gets `trial_result.json` when the trial finished (the only proof of completion)
 and `trial_error.txt` with one block per failed attempt. The driver writes `driver.json` with its
 pid while it runs. A trial with a directory but neither file was cut off (or is running).
+Sweep and trial directories are storage locations (`imlsweep.train.storage`): a local folder or an
+s3:// / gs:// URI.
 """
 
 from __future__ import annotations
@@ -13,61 +15,76 @@ import socket
 import time
 import traceback
 from collections import Counter
-from pathlib import Path
 from typing import Any
+
+from imlsweep.train import storage
 
 RESULT_FILE = "trial_result.json"
 ERROR_FILE = "trial_error.txt"
 DRIVER_FILE = "driver.json"
 STATES = ("completed", "running", "interrupted", "error", "pending")
+# The files of each folder of a sweep: folder name -> names of the files directly in it (see `trial_files`)
+TrialFiles = dict[str, set[str]]
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+def write_json(uri: str, data: Any) -> None:
+    storage.write_text(uri, json.dumps(data, indent=1, default=str))
 
 
-def is_completed(sweep_dir: Path, trial: str) -> bool:
-    return (sweep_dir / trial / RESULT_FILE).is_file()
+def read_result(sweep_dir: str, trial: str) -> dict[str, Any] | None:
+    text = storage.read_text(storage.join(sweep_dir, trial, RESULT_FILE))
+    return json.loads(text) if text is not None else None
 
 
-def read_result(sweep_dir: Path, trial: str) -> dict[str, Any] | None:
-    path = sweep_dir / trial / RESULT_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+def trial_files(sweep_dir: str) -> TrialFiles:
+    """The files directly in each folder of the sweep (an empty set for a folder without any), from one
+    listing: on an object store, asking for each trial's files would cost a request per trial and file."""
+    files: TrialFiles = {}
+    for path, is_dir in storage.list_tree(sweep_dir):
+        parts = path.split("/")
+        if len(parts) > 1 or is_dir:
+            names = files.setdefault(parts[0], set())
+            if len(parts) == 2 and not is_dir:
+                names.add(parts[1])
+    return files
 
 
-def record_error(trial_dir: Path, error: BaseException) -> None:
+def is_completed(files: TrialFiles, trial: str) -> bool:
+    return RESULT_FILE in files.get(trial, ())
+
+
+def record_error(trial_dir: str, error: BaseException) -> None:
     """Append this attempt's traceback; the last line of each block is the error line `status` shows."""
-    trial_dir.mkdir(parents=True, exist_ok=True)
     text = "".join(traceback.format_exception(error)).rstrip()
-    with open(trial_dir / ERROR_FILE, "a", encoding="utf-8") as handle:
-        handle.write(f"--- attempt failed at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n{text}\n")
+    path = storage.join(trial_dir, ERROR_FILE)
+    # rewritten whole: an object store cannot append to a file
+    storage.write_text(path, (storage.read_text(path) or "")
+                       + f"--- attempt failed at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n{text}\n")
 
 
-def error_lines(trial_dir: Path) -> list[str]:
+def error_lines(trial_dir: str) -> list[str]:
     """The final line of each failed attempt's traceback."""
-    path = trial_dir / ERROR_FILE
-    if not path.is_file():
+    text = storage.read_text(storage.join(trial_dir, ERROR_FILE))
+    if text is None:
         return []
-    blocks = path.read_text(encoding="utf-8").split("--- attempt failed at ")
+    blocks = text.split("--- attempt failed at ")
     return [block.strip().splitlines()[-1] for block in blocks if block.strip()]
 
 
-def write_driver_file(sweep_dir: Path) -> None:
-    write_json_atomic(sweep_dir / DRIVER_FILE, {"pid": os.getpid(), "host": socket.gethostname(),
-                                               "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+def write_driver_file(sweep_dir: str) -> None:
+    write_json(storage.join(sweep_dir, DRIVER_FILE), {"pid": os.getpid(), "host": socket.gethostname(),
+                                                      "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
-def clear_driver_file(sweep_dir: Path) -> None:
-    (sweep_dir / DRIVER_FILE).unlink(missing_ok=True)
+def clear_driver_file(sweep_dir: str) -> None:
+    storage.delete(storage.join(sweep_dir, DRIVER_FILE))
 
 
-def driver_alive(sweep_dir: Path) -> bool:
-    path = sweep_dir / DRIVER_FILE
-    if not path.is_file():
+def driver_alive(sweep_dir: str) -> bool:
+    text = storage.read_text(storage.join(sweep_dir, DRIVER_FILE))
+    if text is None:
         return False
-    info = json.loads(path.read_text(encoding="utf-8"))
+    info = json.loads(text)
     if info.get("host") != socket.gethostname():
         return True  # cannot check another machine's process: assume it runs
     try:
@@ -77,31 +94,31 @@ def driver_alive(sweep_dir: Path) -> bool:
     return True
 
 
-def trial_state(sweep_dir: Path, trial: str, driver_running: bool) -> str:
-    trial_dir = sweep_dir / trial
-    if (trial_dir / RESULT_FILE).is_file():
+def trial_state(files: TrialFiles, trial: str, driver_running: bool) -> str:
+    if is_completed(files, trial):
         return "completed"
-    if not trial_dir.is_dir():
+    if trial not in files:
         return "pending"
     if driver_running:
         return "running"
-    return "error" if (trial_dir / ERROR_FILE).is_file() else "interrupted"
+    return "error" if ERROR_FILE in files[trial] else "interrupted"
 
 
-def sweep_status(sweep_dir: Path, trials: list[tuple[str, str]]) -> dict[str, Any]:
+def sweep_status(sweep_dir: str, trials: list[tuple[str, str]]) -> dict[str, Any]:
     """Counts by state (overall and per stage) and the failing trials with their error lines.
 
     `trials` is (stage, trial name) for every planned trial.
     """
     running = driver_alive(sweep_dir)
-    states = {name: trial_state(sweep_dir, name, running) for _, name in trials}
+    files = trial_files(sweep_dir)
+    states = {name: trial_state(files, name, running) for _, name in trials}
     by_stage: dict[str, Counter] = {}
     for stage, name in trials:
         by_stage.setdefault(stage, Counter())[states[name]] += 1
-    failing = [{"trial": name, "state": states[name], "errors": error_lines(sweep_dir / name)}
-               for _, name in trials if (sweep_dir / name / ERROR_FILE).is_file() and states[name] != "completed"]
+    failing = [{"trial": name, "state": states[name], "errors": error_lines(storage.join(sweep_dir, name))}
+               for _, name in trials if ERROR_FILE in files.get(name, ()) and states[name] != "completed"]
     return {
-        "sweep_dir": str(sweep_dir),
+        "sweep_dir": sweep_dir,
         "driver_running": running,
         "total_trials": len(trials),
         "counts": {state: sum(s == state for s in states.values()) for state in STATES},

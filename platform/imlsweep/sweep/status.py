@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Any
 
 from imlsweep.sweep.expand import PlannedTrial
 from imlsweep.sweep.loading import Sweep
 from imlsweep.sweep.plan import stage_trial_count
 from imlsweep.sweep.state import sweep_status
+from imlsweep.train import storage
 
 
 def stage_names(sweep: Sweep, stage: str) -> list[str]:
@@ -15,7 +17,7 @@ def stage_names(sweep: Sweep, stage: str) -> list[str]:
     spec_stage = next(s for s in sweep.spec.stages if s.name == stage)
     if spec_stage.search is None:
         return [trial.name for trial in sweep.stage_trials(stage)]
-    return sorted(path.name for path in sweep.dir.glob(f"{stage}-s[0-9]*") if path.is_dir())
+    return [name for name in storage.list_dirs(sweep.uri) if fnmatchcase(name, f"{stage}-s[0-9]*")]
 
 
 def all_trials(sweep: Sweep) -> list[PlannedTrial]:
@@ -34,7 +36,7 @@ def all_trials(sweep: Sweep) -> list[PlannedTrial]:
 def sweep_status_of(sweep: Sweep) -> dict[str, Any]:
     """The state of every trial; a search stage counts its samples not yet drawn as pending."""
     trials = [(trial.stage, trial.name) for trial in all_trials(sweep)]
-    status = sweep_status(sweep.dir, trials)
+    status = sweep_status(sweep.uri, trials)
     for stage in sweep.spec.stages:
         if stage.search is not None:
             undrawn = stage_trial_count(sweep.spec, sweep.trials, stage.name) - len(stage_names(sweep, stage.name))

@@ -5,8 +5,10 @@ per-task metrics as a table.
 The run is written once, when the trial has finished: its training curve (from `metrics.jsonl`),
 summary and table go out in one batch, so a 961-run sweep makes a few requests per trial and stays
 inside W&B's rate limits. Without WANDB_API_KEY it runs offline and writes the run files under the
-trial directory (`wandb/offline-run-*/run-<id>.wandb`). The key is read by wandb from the environment
-and never passed, logged or stored by this module.
+trial directory (`wandb/offline-run-*/run-<id>.wandb`). W&B writes them with local file IO, so for an
+s3:// or gs:// sweep they go to the trial's folder in the cache of the machine that ran the trial
+(`imlsweep.sweep.loading.local_dir`), to be synced from there. The key is read by wandb from the
+environment and never passed, logged or stored by this module.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from imlsweep.sweep.spec import Tracking
+from imlsweep.train import storage
 
 
 def wandb_mode(tracking: Tracking) -> str:
@@ -31,11 +34,11 @@ def run_id(sweep: str, trial: str) -> str:
     return hashlib.sha1(f"{sweep}/{trial}".encode()).hexdigest()[:16]
 
 
-def read_history(trial_dir: Path) -> list[dict[str, Any]]:
-    path = trial_dir / "metrics.jsonl"
-    if not path.is_file():
+def read_history(trial_dir: str) -> list[dict[str, Any]]:
+    text = storage.read_text(storage.join(trial_dir, "metrics.jsonl"))
+    if text is None:
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def numeric_items(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -50,16 +53,17 @@ def numeric_items(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]
     return flat
 
 
-def log_trial_run(tracking: Tracking, *, sweep: str, stage: str, trial: str, trial_dir: Path,
+def log_trial_run(tracking: Tracking, *, sweep: str, stage: str, trial: str, trial_dir: str, wandb_dir: Path,
                   labels: dict[str, Any], trial_config: dict[str, Any], summary: dict[str, float],
                   tasks: list[dict[str, Any]]) -> str:
-    """Write the trial's W&B run; returns the run id."""
+    """Write the trial's W&B run (its files under the local `wandb_dir`); returns the run id."""
     import wandb
 
     identifier = run_id(sweep, trial)
+    wandb_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(
         project=tracking.project, entity=tracking.entity, group=sweep, job_type=stage, name=trial,
-        id=identifier, resume="allow", dir=str(trial_dir), mode=wandb_mode(tracking),
+        id=identifier, resume="allow", dir=str(wandb_dir), mode=wandb_mode(tracking),
         config={**labels, "stage": stage, "trial_config": trial_config},
         settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, x_disable_meta=True),
     )

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +18,7 @@ from imlsweep.assets import TINY_MODELS_DIR
 from imlsweep.config import StrictModel
 from imlsweep.data.tokenizer import TINY_TOKENIZER
 from imlsweep.errors import UserError
+from imlsweep.train import storage
 
 ModelKind = Literal["causal", "seq2seq"]
 
@@ -69,6 +71,11 @@ def load_model(config: ModelConfig, init_from: str | None = None,
                attn_implementation: str | None = None) -> PreTrainedModel:
     """Weights from `init_from` (an HF folder) if given, else the model's own, else a seeded init.
     `attn_implementation` (e.g. `flash_attention_2`) is passed to transformers when set."""
+    if init_from is not None and storage.is_remote(init_from):
+        # transformers loads local folders only: an s3:// / gs:// folder (an earlier stage's hf_model) is copied first
+        with tempfile.TemporaryDirectory() as local_copy:
+            storage.download_dir(init_from, local_copy)
+            return load_model(config, local_copy, attn_implementation)
     import torch
 
     hf_config = model_config(config)

@@ -1,4 +1,5 @@
-"""Trial files on the trial's storage: a local directory, or s3:// / gs:// through pyarrow filesystems."""
+"""Files on storage: a local directory, or s3:// / gs:// through pyarrow filesystems. Trials write their
+directories through it, and sweeps their state, specs and results, so a sweep can live in a bucket."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import os
 import pyarrow.fs as pafs
 
 
+def is_remote(uri: str) -> bool:
+    return "://" in uri
+
+
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" not in uri:
+    if not is_remote(uri):
         uri = os.path.abspath(os.path.expanduser(uri))
     return pafs.FileSystem.from_uri(uri)
 
@@ -17,29 +22,66 @@ def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *parts])
 
 
-def write_text(uri: str, text: str) -> None:
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a whole file; readers see the old file or the new one, never a part of it. A local file is
+    written beside and renamed over; an object store replaces an object in one request anyway."""
     filesystem, path = resolve(uri)
-    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with filesystem.open_output_stream(path) as stream:
-        stream.write(text.encode("utf-8"))
+    parent, name = path.rsplit("/", 1)
+    filesystem.create_dir(parent, recursive=True)
+    local = isinstance(filesystem, pafs.LocalFileSystem)
+    target = f"{parent}/.{name}.tmp" if local else path
+    with filesystem.open_output_stream(target) as stream:
+        stream.write(data)
+    if local:
+        filesystem.move(target, path)
 
 
-def read_text(uri: str) -> str | None:
-    """The file's text, or None when it does not exist."""
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def read_bytes(uri: str) -> bytes | None:
+    """The file's content, or None when it does not exist."""
     filesystem, path = resolve(uri)
     if filesystem.get_file_info(path).type != pafs.FileType.File:
         return None
     with filesystem.open_input_stream(path) as stream:
-        return stream.read().decode("utf-8")
+        return stream.read()
+
+
+def read_text(uri: str) -> str | None:
+    """The file's text, or None when it does not exist."""
+    data = read_bytes(uri)
+    return None if data is None else data.decode("utf-8")
+
+
+def is_dir(uri: str) -> bool:
+    filesystem, path = resolve(uri)
+    return filesystem.get_file_info(path).type == pafs.FileType.Directory
+
+
+def delete(uri: str) -> None:
+    """Remove a file or a folder with everything in it; nothing happens when it does not exist."""
+    filesystem, path = resolve(uri)
+    kind = filesystem.get_file_info(path).type
+    if kind == pafs.FileType.Directory:
+        filesystem.delete_dir(path)
+    elif kind == pafs.FileType.File:
+        filesystem.delete_file(path)
 
 
 def upload_dir(local_dir: str, uri: str) -> None:
     """Copy a local folder to `uri`, replacing what was there."""
+    delete(uri)
     filesystem, path = resolve(uri)
-    if filesystem.get_file_info(path).type == pafs.FileType.Directory:
-        filesystem.delete_dir(path)
     filesystem.create_dir(path, recursive=True)
     pafs.copy_files(local_dir, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=filesystem)
+
+
+def download_dir(uri: str, local_dir: str) -> None:
+    """Copy the folder at `uri` with everything in it into a local folder."""
+    filesystem, path = resolve(uri)
+    pafs.copy_files(path, local_dir, source_filesystem=filesystem, destination_filesystem=pafs.LocalFileSystem())
 
 
 def list_dirs(uri: str) -> list[str]:
@@ -49,3 +91,12 @@ def list_dirs(uri: str) -> list[str]:
         return []
     infos = filesystem.get_file_info(pafs.FileSelector(path))
     return sorted(info.base_name for info in infos if info.type == pafs.FileType.Directory)
+
+
+def list_tree(uri: str) -> list[tuple[str, bool]]:
+    """(path relative to `uri`, whether it is a folder) of everything under `uri`, from one recursive
+    listing: an object store answers it with a request per 1000 files, not one per file asked about."""
+    filesystem, path = resolve(uri)
+    infos = filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=True))
+    start = len(path.rstrip("/")) + 1
+    return [(info.path[start:], info.type == pafs.FileType.Directory) for info in infos]

@@ -45,7 +45,7 @@ def check_trial(config: TrialConfig) -> str:
 
     hf_config = model_config(config.model)
     load_tokenizer(config.model.tokenizer_name)  # raises on a tokenizer without EOS
-    if config.init_from is not None and "://" not in config.init_from and not os.path.isdir(config.init_from):
+    if config.init_from is not None and not storage.is_dir(config.init_from):
         raise UserError(f"init_from: {config.init_from!r} is not a folder")
     return model_kind(hf_config)
 
