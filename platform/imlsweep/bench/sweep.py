@@ -4,7 +4,8 @@ single-task studies are usually scripted), side by side in one command.
 
 Per-trial overhead = (wall time x trials running at once - time spent in training loops) / trials:
 the seconds of a trial slot not spent training (process and Ray start, imports, model loading,
-DeepSpeed and data set-up).
+DeepSpeed and data set-up), start-up of the sweep included. `trial_overhead_s` leaves the once-per-
+sweep start-up out: the mean, over trials, of the trainable's wall time minus its training time.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def train_seconds(sweep_dir: Path) -> float:
         if lines:
             total += float(json.loads(lines[-1]).get("train_time_s", 0.0))
     return total
+
+
+def trial_overhead(sweep_dir: Path) -> float:
+    results = [json.loads(path.read_text()) for path in sweep_dir.glob("*/trial_result.json")]
+    return sum(result["trial_wall_s"] - result["train_time_s"] for result in results) / len(results)
 
 
 def run_platform(spec_path: Path) -> tuple[float, int]:
@@ -105,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         "per_process_wall_s": round(per_process_wall, 2),
         "speedup": round(per_process_wall / platform_wall, 3),
         "overhead_per_trial_s": round((platform_wall * concurrency - platform_train) / trials, 2),
+        "trial_overhead_s": round(trial_overhead(sweep_dir), 2),
         "per_process_overhead_per_trial_s": round((per_process_wall - per_process_train) / trials, 2),
     }
     print_figures(figures, args.json)

@@ -72,6 +72,7 @@ def trainable(params: dict[str, Any], context: StageContext) -> None:
     if finished is not None:  # finished just before a driver died: nothing to do
         tune.report(final_report(finished))
         return
+    start = time.perf_counter()
     try:
         result = run_trial_here(context, trial)
     except Exception as error:
@@ -94,6 +95,7 @@ def trainable(params: dict[str, Any], context: StageContext) -> None:
             tasks=read_task_metrics(trial_dir))
     if context.spec.retention.checkpoints == "delete_when_done":
         delete_checkpoints(trial_dir)
+    summary["trial_wall_s"] = time.perf_counter() - start  # training plus everything around it in the trainable
     write_json(storage.join(trial_dir, RESULT_FILE), summary)  # last: the proof the trial is done
     tune.report(final_report(summary))
 
