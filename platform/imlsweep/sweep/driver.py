@@ -226,11 +226,11 @@ def progress_callback(sweep: Sweep, stage: str, total: int):
 
         def finish(self, trial, outcome: str) -> None:
             seconds = time.time() - self.started.get(str(trial), time.time())
-            write_results(sweep.spec.name, sweep.uri, all_trials(sweep), self.finished_rows)
+            files = trial_files(sweep.uri)  # one listing for the table and the count
+            write_results(sweep.spec.name, sweep.uri, all_trials(sweep), files, self.finished_rows)
             if outcome == "FAILED":
                 for line in error_lines(storage.join(sweep.uri, str(trial)))[-1:]:
                     log(f"{stage}: {trial}: {line}")
-            files = trial_files(sweep.uri)
             done = sum(is_completed(files, name) for name in stage_names(sweep, stage))
             log(f"{stage}: {outcome} {trial} in {seconds:.1f}s ({done}/{total} of the stage done)")
 
@@ -297,5 +297,5 @@ def run_sweep(sweep: Sweep, *, runner: TrialRunner | None = None) -> dict[str, A
             run_stage(sweep, stage, concurrency, runner)
     finally:
         clear_driver_file(sweep.uri)
-        write_results(sweep.spec.name, sweep.uri, all_trials(sweep))
+        write_results(sweep.spec.name, sweep.uri, all_trials(sweep), trial_files(sweep.uri))
     return sweep_status_of(sweep)

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from imlsweep.sweep.expand import PlannedTrial
-from imlsweep.sweep.state import ERROR_FILE, RESULT_FILE, read_result, trial_files
+from imlsweep.sweep.state import ERROR_FILE, RESULT_FILE, TrialFiles, read_result
 from imlsweep.train import storage
 
 RESULTS_FILE = "results.parquet"
@@ -50,12 +50,12 @@ def trial_rows(sweep: str, trial: PlannedTrial, trial_dir: str, result: dict[str
     return rows or [head | {key: None for key in TASK_COLUMNS} | run | labels]
 
 
-def results_table(sweep: str, sweep_dir: str, trials: list[PlannedTrial],
+def results_table(sweep: str, sweep_dir: str, trials: list[PlannedTrial], files: TrialFiles,
                   finished_rows: dict[str, list[dict[str, Any]]] | None = None) -> pd.DataFrame:
-    """All finished (or finally failed) trials' rows. `finished_rows` caches completed trials' rows
-    (they never change), so rewriting the table after each of 961 trials stays cheap."""
+    """All finished (or finally failed) trials' rows; `files` is the sweep's `trial_files` listing.
+    `finished_rows` caches completed trials' rows (they never change), so rewriting the table after
+    each of 961 trials stays cheap."""
     cache = {} if finished_rows is None else finished_rows
-    files = trial_files(sweep_dir)
     rows: list[dict[str, Any]] = []
     for trial in trials:
         if trial.name in cache:
@@ -81,8 +81,9 @@ def mixes_types(column: pd.Series) -> bool:
     return len(kinds - {bool}) > 1 or (bool in kinds and len(kinds) > 1)
 
 
-def write_results(sweep: str, sweep_dir: str, trials: list[PlannedTrial],
+def write_results(sweep: str, sweep_dir: str, trials: list[PlannedTrial], files: TrialFiles,
                   finished_rows: dict[str, list[dict[str, Any]]] | None = None) -> str:
     uri = storage.join(sweep_dir, RESULTS_FILE)
-    storage.write_bytes(uri, results_table(sweep, sweep_dir, trials, finished_rows).to_parquet(index=False))
+    table = results_table(sweep, sweep_dir, trials, files, finished_rows)
+    storage.write_bytes(uri, table.to_parquet(index=False))
     return uri
