@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imlsweep.data.encodings import OPT_IML_DELIMITERS, EncodingConfig, encode_prompt
-from imlsweep.data.tokenization import PromptTokenizer, splices_exactly, token_ids
+from imlsweep.data.tokenization import PromptTokenizer, segments, splices_exactly, token_ids
 from imlsweep.data.tokenizer import cached_tokenizer
 
 ANTONYMS = "task1508_wordnet_antonyms"
@@ -53,7 +53,7 @@ def test_superni_leaves_out_examples_past_max_source_length(superni_row):
     tokenizer = PromptTokenizer(cached_tokenizer("tiny"))
     no_examples = render(row, EncodingConfig(num_pos_examples=0)).source
     one_example = render(row, EncodingConfig(num_pos_examples=1)).source
-    limit = tokenizer.count_tokens(one_example)  # room for exactly one positive example
+    limit = tokenizer.count_tokens([one_example])  # room for exactly one positive example
     prompt = render(row, count_tokens=tokenizer.count_tokens, max_source_length=limit)
     assert prompt.source == one_example
     prompt = render(row, count_tokens=tokenizer.count_tokens, max_source_length=limit - 1)
@@ -110,3 +110,16 @@ def test_shared_part_spliced_ids_equal_whole_string_ids(superni_dir, superni_row
     sources, targets = encoder.encode(prompts)
     assert sources == token_ids(tokenizer, [p.source for p in prompts])
     assert targets == token_ids(tokenizer, [p.target for p in prompts])
+
+
+def test_token_counts_add_up_over_segments(superni_dir, superni_row):
+    """The length rule counts joined pieces segment by segment; the sum equals the whole string's count."""
+    tokenizer = cached_tokenizer("tiny")
+    encoder = PromptTokenizer(tokenizer)
+    for task in sorted((superni_dir / "tasks").glob("*.json")):
+        row = superni_row(task.stem)
+        prompt = render(row, EncodingConfig(num_pos_examples=2, add_explanation=True))
+        demos = prompt.shared.split("\n\n ")
+        for pieces in ([prompt.shared, prompt.own], [*demos, " ", prompt.own], ["", " x ", prompt.own, "  "], [""]):
+            assert "".join(segments(pieces)) == "".join(pieces)
+            assert encoder.count_tokens(pieces) == len(token_ids(tokenizer, ["".join(pieces)])[0]), (task.stem, pieces)

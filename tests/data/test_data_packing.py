@@ -1,44 +1,70 @@
-"""Packing: label masks, truncation, document ids and positions, efficiency."""
+"""Packing: label masks, truncation, best-fit rows, document ids and positions, efficiency."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from imlsweep.data.packing import IGNORE_INDEX, example_tokens, pack_examples, packing_efficiency, truncate
+from imlsweep.data.packing import (
+    IGNORE_INDEX, assign_rows, causal_examples, pack_examples, pack_rows, packing_efficiency, unpack_rows,
+)
 
 EOS, PAD = 2, 0
 
 
-def test_labels_mask_exactly_the_source():
-    ids, labels = example_tokens([10, 11, 12], [20, 21], EOS)
-    assert ids == [10, 11, 12, 20, 21, EOS]
-    assert labels == [IGNORE_INDEX] * 3 + [20, 21, EOS]
-    assert example_tokens([10, 11], [20], EOS, loss_on_source=True)[1] == [10, 11, 20, EOS]
+def test_loss_starts_after_the_source():
+    examples = causal_examples([[10, 11, 12], [13]], [[20, 21], []], EOS, max_len=16)
+    assert examples.ids(0).tolist() == [10, 11, 12, 20, 21, EOS] and examples.ids(1).tolist() == [13, EOS]
+    assert examples.loss_starts.tolist() == [3, 1]
+    assert causal_examples([[10, 11]], [[20]], EOS, 16, loss_on_source=True).loss_starts.tolist() == [0]
 
 
 def test_left_truncation_keeps_the_target_end():
-    ids, labels = example_tokens(list(range(100, 110)), [20, 21], EOS)
-    kept_ids, kept_labels = truncate(ids, labels, 5, "left")
-    assert kept_ids == [108, 109, 20, 21, EOS] and kept_labels == [IGNORE_INDEX] * 2 + [20, 21, EOS]
-    assert truncate(ids, labels, 5, "right")[0] == [100, 101, 102, 103, 104]
+    examples = causal_examples([list(range(100, 110)), [7]], [[20, 21], [8]], EOS, max_len=5)
+    assert examples.ids(0).tolist() == [108, 109, 20, 21, EOS] and examples.loss_starts[0] == 2
+    assert examples.ids(1).tolist() == [7, 8, EOS] and examples.loss_starts[1] == 1  # short ones untouched
+    right = causal_examples([list(range(100, 110))], [[20, 21]], EOS, 5, side="right")
+    assert right.ids(0).tolist() == [100, 101, 102, 103, 104] and right.loss_starts[0] == 5  # no target left
 
 
 def test_packed_rows_keep_documents_apart():
-    examples = [example_tokens([10, 11], [20], EOS), example_tokens([12], [21, 22], EOS),
-                example_tokens([13, 14, 15, 16], [23], EOS)]
+    examples = causal_examples([[10, 11], [12], [13, 14, 15, 16]], [[20], [21, 22], [23]], EOS, max_len=8)
     packed = pack_examples(examples, max_len=8, pad_id=PAD)
-    assert packed["input_ids"].tolist() == [[10, 11, 20, EOS, 12, 21, 22, EOS], [13, 14, 15, 16, 23, EOS, PAD, PAD]]
+    # best fit, longest first: the 6-token example opens row 0, the 4-token ones fill row 1
+    assert packed["input_ids"].tolist() == [[13, 14, 15, 16, 23, EOS, PAD, PAD], [10, 11, 20, EOS, 12, 21, 22, EOS]]
     assert packed["labels"].tolist() == [
-        [-100, -100, 20, EOS, -100, 21, 22, EOS], [-100, -100, -100, -100, 23, EOS, -100, -100]]
-    assert packed["position_ids"].tolist() == [[0, 1, 2, 3, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5, 0, 0]]
-    assert packed["document_ids"].tolist() == [[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, -1, -1]]
+        [-100, -100, -100, -100, 23, EOS, -100, -100], [-100, -100, 20, EOS, -100, 21, 22, EOS]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 0, 0], [0, 1, 2, 3, 0, 1, 2, 3]]
+    assert packed["document_ids"].tolist() == [[0, 0, 0, 0, 0, 0, -1, -1], [0, 0, 0, 0, 1, 1, 1, 1]]
     assert packing_efficiency(packed["document_ids"]) == 14 / 16
 
 
-def test_first_fit_fills_gaps_and_reaches_high_efficiency():
+def test_best_fit_goes_to_the_fullest_row_that_has_room():
+    assert assign_rows([5, 4, 3, 2], max_len=7) == [[0, 3], [1, 2]]
+    assert assign_rows([1, 6, 6, 1], max_len=7) == [[0, 1], [2, 3]]  # members stay in input order
+
+
+def test_rows_shuffle_with_the_seed_and_lose_nothing():
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(1, 40, size=200)
+    examples = causal_examples([list(range(n - 1)) for n in lengths], [[]] * len(lengths), EOS, max_len=64)
+    once, again = (pack_rows(examples, 64, PAD, np.random.default_rng(7)) for _ in range(2))
+    assert (once["input_ids"] == again["input_ids"]).all()
+    assert not (once["input_ids"] == pack_rows(examples, 64, PAD)["input_ids"]).all()
+    documents = sorted(np.concatenate(once["document_lengths"]).tolist())
+    assert documents == sorted(lengths.tolist())
+
+
+def test_best_fit_decreasing_packs_heavy_tailed_lengths_tightly():
     rng = np.random.default_rng(0)
-    lengths = np.minimum(np.exp(rng.normal(5.3, 0.9, size=8192)).astype(int) + 5, 2048)
-    examples = [(list(range(n)), list(range(n))) for n in lengths]
+    lengths = np.minimum((20 * (1 + rng.pareto(1.1, size=8192))).astype(int), 2047)  # many near the cap
+    examples = causal_examples([list(range(n)) for n in lengths], [[]] * len(lengths), EOS, max_len=2048)
     packed = pack_examples(examples, max_len=2048, pad_id=PAD)
     assert packing_efficiency(packed["document_ids"]) > 0.99
-    assert int((packed["document_ids"] >= 0).sum()) == int(lengths.sum())  # nothing lost
+    assert int((packed["document_ids"] >= 0).sum()) == int(lengths.sum()) + len(lengths)  # nothing lost
+
+
+def test_unpack_masks_padding_and_sources():
+    rows = unpack_rows(np.array([[5, 6, 7, 8, PAD]], dtype=np.int32), [np.array([2, 2])], [np.array([1, 0])])
+    assert rows["labels"].tolist() == [[-100, 6, 7, 8, -100]]
+    assert rows["document_ids"].tolist() == [[0, 0, 1, 1, -1]]
+    assert rows["input_ids"].dtype == np.int64 and rows["labels"][0, -1] == IGNORE_INDEX

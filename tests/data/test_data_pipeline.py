@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from imlsweep.data.mixture import MixtureConfig
-from imlsweep.data.packing import IGNORE_INDEX, PACKED_COLUMNS
+from imlsweep.data.packing import IGNORE_INDEX, PACKED_COLUMNS, unpack_rows
 from imlsweep.data.plan import plan_mixture
 from imlsweep.data.stream import open_corpus, preview_stream
 from imlsweep.data.tokenization import PromptTokenizer, token_ids
@@ -17,11 +17,18 @@ from imlsweep.data.tokenizer import cached_tokenizer
 MIXTURE = MixtureConfig(eps=30, total_examples=96, max_length=384, demonstrations={"shots": 1}, seed=5)
 
 
+def expanded(rows):
+    """Compact dataset rows -> the int64 PACKED_COLUMNS arrays the trainer sees, one dict per row."""
+    columns = unpack_rows(np.stack([row["input_ids"] for row in rows]), [row["document_lengths"] for row in rows],
+                          [row["loss_starts"] for row in rows])
+    return [{column: columns[column][i] for column in PACKED_COLUMNS} for i in range(len(rows))]
+
+
 @pytest.fixture(scope="module")
 def packed_rows(ray_local, sample_corpus):
     from imlsweep.data.pipeline import build_train_dataset
 
-    return build_train_dataset(MIXTURE, sample_corpus, "tiny", "causal", num_blocks=2).take_all()
+    return expanded(build_train_dataset(MIXTURE, sample_corpus, "tiny", "causal", num_blocks=2).take_all())
 
 
 def stacked(rows, column):
@@ -31,12 +38,12 @@ def stacked(rows, column):
 def test_same_seed_same_stream_whatever_the_blocks(packed_rows, sample_corpus):
     from imlsweep.data.pipeline import build_train_dataset
 
-    again = build_train_dataset(MIXTURE, sample_corpus, "tiny", "causal", num_blocks=7).take_all()
+    again = expanded(build_train_dataset(MIXTURE, sample_corpus, "tiny", "causal", num_blocks=7).take_all())
     for column in PACKED_COLUMNS:
         assert (stacked(again, column) == stacked(packed_rows, column)).all()
     # several packing windows go through the shuffle stages: still independent of the blocks
-    windows = [build_train_dataset(MIXTURE, sample_corpus, "tiny", "causal", num_blocks=n, window=40).take_all()
-               for n in (3, 8)]
+    windows = [expanded(build_train_dataset(MIXTURE, sample_corpus, "tiny", "causal", num_blocks=n, window=40)
+                        .take_all()) for n in (3, 8)]
     for column in PACKED_COLUMNS:
         assert (stacked(windows[0], column) == stacked(windows[1], column)).all()
     documents = [(stacked(rows, "document_ids") >= 0).sum() for rows in (packed_rows, windows[0])]
@@ -49,11 +56,11 @@ def test_packed_labels_mask_exactly_the_sources(packed_rows, sample_corpus):
     plan = plan_mixture(MIXTURE, corpus.manifest)
     first = preview_stream(plan, MIXTURE, str(sample_corpus), 1, PromptTokenizer(tokenizer))[0]
     source, target = token_ids(tokenizer, [first["source"], first["target"]])
-    row = packed_rows[0]  # the stream's first example opens the first row
-    doc = row["document_ids"] == 0
-    assert row["input_ids"][doc].tolist()[-(len(target) + 1):] == target + [tokenizer.eos_token_id]
-    labels = row["labels"][doc]
-    n_source = min(len(source), MIXTURE.max_length - len(target) - 1)  # left truncation cuts the source
+    expected = (source + target + [tokenizer.eos_token_id])[-MIXTURE.max_length:]  # left truncation cuts the source
+    documents = [(row["input_ids"][row["document_ids"] == d], row["labels"][row["document_ids"] == d])
+                 for row in packed_rows for d in range(row["document_ids"].max() + 1)]
+    labels = next(labels for ids, labels in documents if ids.tolist() == expected)  # rows are shuffled
+    n_source = len(expected) - len(target) - 1
     assert labels[:n_source].tolist() == [IGNORE_INDEX] * n_source
     assert labels[n_source:].tolist() == target + [tokenizer.eos_token_id]
     # every document: labels are either masked or equal to the input, and end in EOS

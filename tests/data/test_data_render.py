@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pyarrow as pa
 
 from imlsweep.data.demonstrations import DemonstrationsConfig
@@ -35,7 +36,7 @@ def test_render_examples_for_eval_with_shots_from_the_train_split(sample_corpus)
 def test_metaicl_shots_follow_the_truncated_zipf_and_never_show_the_example_itself(superni_row):
     rows = [superni_row("task1508_wordnet_antonyms", i) | {"split": "train", "source_index": i} for i in range(40)]
     pool = pa.Table.from_pylist(rows)
-    prompter = TaskPrompter("task1508", pool, EncodingConfig(name="no_instruction"),
+    prompter = TaskPrompter("task1508", pool, np.arange(pool.num_rows), EncodingConfig(name="no_instruction"),
                             DemonstrationsConfig(shots=5, metaicl_zipf_a=2.0, separator="\n\n\n"), seed=0)
     shots = Counter()
     for position, row in enumerate(rows):

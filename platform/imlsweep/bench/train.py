@@ -20,10 +20,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from imlsweep.output import print_json
+
+if TYPE_CHECKING:
+    from imlsweep.data.packing import TokenizedExamples
 
 # ~1.1B parameters, Llama layout (the MFU figure on GPU)
 DECODER_1B = {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
@@ -45,11 +48,11 @@ def log(message: str) -> None:
     print(f"[bench train] {message}", file=sys.stderr, flush=True)
 
 
-def superni_examples(tokenizer_name: str, count: int, seq_len: int, seed: int) -> list[tuple[list[int], list[int]]]:
-    """(ids, labels) of up to `count` SuperNI sample training instances, shuffled with the seed."""
+def superni_examples(tokenizer_name: str, count: int, seq_len: int, seed: int) -> TokenizedExamples:
+    """Up to `count` SuperNI sample training instances, shuffled with the seed, cut to seq_len."""
     from imlsweep.corpus.build import build_corpus
     from imlsweep.corpus.config import CorpusConfig, resolve_paths
-    from imlsweep.data.packing import example_tokens, truncate
+    from imlsweep.data.packing import causal_examples
     from imlsweep.data.render import render_examples
     from imlsweep.data.tokenization import token_ids
     from imlsweep.data.tokenizer import load_tokenizer
@@ -61,19 +64,22 @@ def superni_examples(tokenizer_name: str, count: int, seq_len: int, seed: int) -
         corpus = build_corpus(resolve_paths(config, Path(workdir)), os.path.join(workdir, "corpus"))
         train_tasks = corpus.manifest.loc[corpus.manifest["n_train"] > 0, "task_id"].tolist()
         rendered = render_examples(corpus, train_tasks, "train", "superni_def_pos", seed=seed)
-    sources = token_ids(tokenizer, [example.source for example in rendered])
-    targets = token_ids(tokenizer, [example.target for example in rendered])
-    examples = [truncate(*example_tokens(s, t, tokenizer.eos_token_id), seq_len) for s, t in zip(sources, targets)]
-    order = np.random.default_rng(seed).permutation(len(examples))[:count]
-    return [examples[i] for i in order]
+    chosen = [rendered[i] for i in np.random.default_rng(seed).permutation(len(rendered))[:count]]
+    sources = token_ids(tokenizer, [example.source for example in chosen])
+    targets = token_ids(tokenizer, [example.target for example in chosen])
+    return causal_examples(sources, targets, tokenizer.eos_token_id, seq_len)
 
 
-def padded_rows(examples: list[tuple[list[int], list[int]]], length: int | None, pad_id: int) -> dict[str, np.ndarray]:
+def padded_rows(examples: TokenizedExamples, length: int | None, pad_id: int) -> dict[str, list[np.ndarray]]:
     """One example per row, padded to `length` (None: each row to its own length, for batch padding)."""
-    from imlsweep.data.packing import pack_examples
+    from imlsweep.data.packing import PACKED_COLUMNS, unpack_rows
 
-    rows = [pack_examples([example], length or len(example[0]), pad_id) for example in examples]
-    return {key: [row[key][0] for row in rows] for key in rows[0]}
+    rows = []
+    for index, example_length in enumerate(examples.lengths):
+        input_ids = np.full((1, length or example_length), pad_id, dtype=np.int32)
+        input_ids[0, :example_length] = examples.ids(index)
+        rows.append(unpack_rows(input_ids, [examples.lengths[index:index + 1]], [examples.loss_starts[index:index + 1]]))
+    return {key: [row[key][0] for row in rows] for key in PACKED_COLUMNS}
 
 
 def batches(rows: dict[str, Any], micro_batch_size: int, pad_id: int):
@@ -145,8 +151,8 @@ def compare_layouts(args: argparse.Namespace, seq_len: int, count: int, use_gpu:
 
     pad_id = load_tokenizer(model_config.tokenizer_name).pad_token_id
     examples = superni_examples(model_config.tokenizer_name, count, seq_len, args.seed)
-    lengths = [len(ids) for ids, _ in examples]
-    log(f"{len(examples)} SuperNI examples, length mean {np.mean(lengths):.0f}, max {max(lengths)}; rows of {seq_len}")
+    lengths = examples.lengths
+    log(f"{len(lengths)} SuperNI examples, length mean {np.mean(lengths):.0f}, max {max(lengths)}; rows of {seq_len}")
     layouts = {
         "packed": pack_examples(examples, seq_len, pad_id),
         "padded": padded_rows(examples, seq_len, pad_id),
@@ -161,7 +167,7 @@ def compare_layouts(args: argparse.Namespace, seq_len: int, count: int, use_gpu:
         batch_list = list(batches(rows, args.micro_batch_size, pad_id))
         log(f"{name}: {len(batch_list)} batches")
         results[name] = train_throughput(engine, batch_list, document_attention=not flash)
-    return {"examples": len(examples), "seq_len": seq_len, "mean_example_tokens": float(np.mean(lengths)),
+    return {"examples": len(lengths), "seq_len": seq_len, "mean_example_tokens": float(np.mean(lengths)),
             "layouts": results,
             "packed_vs_padded": results["packed"]["target_tokens_per_s"] / results["padded"]["target_tokens_per_s"],
             "packed_vs_padded_to_batch_max": (results["packed"]["target_tokens_per_s"]

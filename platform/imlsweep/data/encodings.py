@@ -25,7 +25,9 @@ from imlsweep.config import StrictModel
 from imlsweep.data.seeding import keyed_rng
 
 Row = Mapping[str, Any]
+CountTokens = Callable[[Sequence[str]], int]  # tokens of the concatenated pieces
 EncodingName = Literal["superni_def_pos", "no_instruction", "bipartite"]
+SECTION_END = "\n\n"  # superni_def_pos ends its definition and every demonstration with it
 OPT_IML_DELIMITERS = ["\nAnswer:", "Answer:", "\nA:", "A:", "\nOutput:", "Output:", "\nanswer:", "\noutput:"]
 
 
@@ -64,7 +66,7 @@ def first_definition(definition: str | Sequence[str] | None) -> str:
 
 
 def superni_definition(definition: str) -> str:
-    return with_period("Definition: " + definition.strip()) + "\n\n" if definition.strip() else ""
+    return with_period("Definition: " + definition.strip()) + SECTION_END if definition.strip() else ""
 
 
 def superni_demonstration(example: Row, kind: str, number: int, add_explanation: bool) -> str:
@@ -80,21 +82,21 @@ def superni_task_input(text: str) -> str:
 
 
 def fit_demonstrations(head: str, candidates: Sequence[str], already: Sequence[str], task_input: str,
-                       count_tokens: Callable[[str], int] | None, max_source_length: int | None) -> list[str]:
+                       count_tokens: CountTokens | None, max_source_length: int | None) -> list[str]:
     """Tk-Instruct's greedy fit: keep demonstrations while the source stays within max_source_length.
     (Its check joins the kept ones with " ", unlike the final source; kept as is.)"""
     kept: list[str] = []
     for candidate in candidates:
         if count_tokens is not None and max_source_length is not None:
-            trial = head + " ".join([*already, *kept]) + candidate + task_input
-            if count_tokens(trial) > max_source_length:
+            joined = [piece for i, text in enumerate([*already, *kept]) for piece in ([" ", text] if i else [text])]
+            if count_tokens([head, *joined, candidate, task_input]) > max_source_length:
                 break
         kept.append(candidate)
     return kept
 
 
 def superni_def_pos(row: Row, target: str, demonstrations: Sequence[Row], config: EncodingConfig,
-                    count_tokens: Callable[[str], int] | None, max_source_length: int | None) -> Prompt:
+                    count_tokens: CountTokens | None, max_source_length: int | None) -> Prompt:
     definition = superni_definition(first_definition(row.get("definition"))) if config.add_definition else ""
     positives = list(row.get("positive_examples") or [])[: config.num_pos_examples] + [
         {"input": demo["input"], "output": demo["outputs"][0]} for demo in demonstrations]
@@ -102,22 +104,15 @@ def superni_def_pos(row: Row, target: str, demonstrations: Sequence[Row], config
     pos_texts = [superni_demonstration(e, "Positive", i + 1, config.add_explanation) for i, e in enumerate(positives)]
     neg_texts = [superni_demonstration(e, "Negative", i + 1, config.add_explanation) for i, e in enumerate(negatives)]
     task_input = superni_task_input(row["input"])
-    shared = definition + "".join(pos_texts) + "".join(neg_texts)
-    # Fast path: the task's shared part is counted once (callers cache it), the example's part alone; with
-    # room to spare for the boundary and the " "-joined check strings, every demonstration fits.
-    slack = 2 * (len(pos_texts) + len(neg_texts)) + 2
-    if (count_tokens is None or max_source_length is None
-            or count_tokens(shared) + count_tokens(task_input) + slack <= max_source_length):
-        kept_pos, kept_neg = pos_texts, neg_texts
-    else:
-        kept_pos = fit_demonstrations(definition, pos_texts, [], task_input, count_tokens, max_source_length)
-        kept_neg = fit_demonstrations(definition, neg_texts, kept_pos, task_input, count_tokens, max_source_length)
+    kept_pos = fit_demonstrations(definition, pos_texts, [], task_input, count_tokens, max_source_length)
+    kept_neg = fit_demonstrations(definition, neg_texts, kept_pos, task_input, count_tokens, max_source_length)
     return Prompt(shared=definition + "".join(kept_pos) + "".join(kept_neg), own=task_input, target=target)
 
 
 def counted_parts(row: Row, config: EncodingConfig) -> list[str]:
-    """The per-example texts whose token counts the encoding asks for (to count a task's in one batch)."""
-    return [superni_task_input(row["input"])] if config.name == "superni_def_pos" else []
+    """The per-example texts the encoding's length rule counts, to tokenize a task's in one batch: the
+    example follows a section, whose trailing whitespace goes with it (see tokenization.segments)."""
+    return [SECTION_END + superni_task_input(row["input"])] if config.name == "superni_def_pos" else []
 
 
 def draw_delimiter(config: EncodingConfig, seed: int, row: Row) -> str:
@@ -153,7 +148,7 @@ def no_instruction(row: Row, target: str, demonstrations: Sequence[Row], separat
 
 
 def encode_prompt(row: Row, target: str, demonstrations: Sequence[Row], config: EncodingConfig, *, seed: int,
-                  separator: str = "\n\n", count_tokens: Callable[[str], int] | None = None,
+                  separator: str = "\n\n", count_tokens: CountTokens | None = None,
                   max_source_length: int | None = None) -> Prompt:
     """Render one row with the named encoding. `target` is the chosen reference."""
     if config.name == "superni_def_pos":

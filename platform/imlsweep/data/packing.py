@@ -1,15 +1,23 @@
 """Packing tokenized examples into fixed-length rows for decoder-only training ("label-loss").
 
-An example is source ids + target ids + EOS; its labels are -100 on the source (unless the whole
-sequence is trained on, as for plain-text add-ons). Rows hold whole examples, placed first-fit among a
-bounded set of open rows (deterministic in the input order); `position_ids` restart per document and
-`document_ids` number the documents of a row (-1 on padding) so the trainer can build a block-causal
-mask. Restarted position ids alone do not keep documents apart under sdpa attention.
+An example is source ids + target ids + EOS with a `loss_start`: labels are -100 before it (the
+source), so the loss is on the target only; plain-text add-ons train on the whole sequence
+(loss_start 0). A window of examples travels as one flat int32 array plus offsets.
+
+Rows are filled best-fit decreasing (each example, longest first, goes to the fullest row it fits in),
+which leaves well under 1% of a window's token slots empty; the rows are then shuffled with the seed
+so that long and short documents mix across batches. A packed row is stored compactly (its ids plus
+each document's length and loss start) and expanded by `unpack_rows` on the training worker into
+PACKED_COLUMNS: `position_ids` restart per document and `document_ids` number the documents of a row
+(-1 on padding) so the trainer can build a block-causal mask. Restarted position ids alone do not keep
+documents apart under sdpa attention.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -18,68 +26,103 @@ IGNORE_INDEX = -100
 PACKED_COLUMNS = ("input_ids", "labels", "position_ids", "document_ids")
 
 
-def example_tokens(source_ids: Sequence[int], target_ids: Sequence[int], eos_id: int,
-                   loss_on_source: bool = False) -> tuple[list[int], list[int]]:
-    ids = [*source_ids, *target_ids, eos_id]
-    labels = ids.copy() if loss_on_source else [IGNORE_INDEX] * len(source_ids) + [*target_ids, eos_id]
-    return ids, labels
+@dataclass(frozen=True)
+class TokenizedExamples:
+    """Examples as one flat int32 array: example i is values[offsets[i]:offsets[i + 1]]."""
+
+    values: np.ndarray
+    offsets: np.ndarray
+    loss_starts: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def ids(self, index: int) -> np.ndarray:
+        return self.values[self.offsets[index]:self.offsets[index + 1]]
 
 
-def truncate(ids: list[int], labels: list[int], max_len: int,
-             side: Literal["left", "right"] = "left") -> tuple[list[int], list[int]]:
-    """Left truncation keeps the end (the target and EOS); right keeps the beginning."""
-    if len(ids) <= max_len:
-        return ids, labels
-    if side == "left":
-        return ids[-max_len:], labels[-max_len:]
-    return ids[:max_len], labels[:max_len]
+def causal_examples(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], eos_id: int, max_len: int,
+                    side: Literal["left", "right"] = "left", loss_on_source: bool = False) -> TokenizedExamples:
+    """source + target + EOS per example, cut to max_len: left truncation keeps the end (the target and
+    EOS), right keeps the beginning."""
+    source_lengths = np.array([len(s) for s in sources], dtype=np.int64)
+    lengths = source_lengths + [len(t) + 1 for t in targets]
+    parts = [part for source, target in zip(sources, targets) for part in (source, target, (eos_id,))]
+    values = np.concatenate(parts, dtype=np.int32, casting="unsafe") if parts else np.zeros(0, dtype=np.int32)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
+    cut = np.maximum(lengths - max_len, 0)
+    loss_starts = np.zeros_like(lengths) if loss_on_source else source_lengths
+    if cut.any():
+        keep_from = starts + (cut if side == "left" else 0)
+        values = np.concatenate([values[s:s + n] for s, n in zip(keep_from, lengths - cut)])
+        if side == "left":
+            loss_starts = np.maximum(loss_starts - cut, 0)
+        lengths = lengths - cut
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return TokenizedExamples(values, offsets, np.minimum(loss_starts, lengths).astype(np.int32))
 
 
-def first_fit_rows(lengths: Sequence[int], max_len: int, open_rows: int = 16) -> list[list[int]]:
-    """Assign examples (by index) to rows first-fit; at most `open_rows` rows stay open, and the
-    fullest is closed when another must open. Rows come out in the order they are closed."""
+def assign_rows(lengths: Sequence[int], max_len: int) -> list[list[int]]:
+    """Best-fit decreasing: example indices per row, each row's members in input order."""
+    free: list[tuple[int, int]] = []  # (free slots, row), sorted
     rows: list[list[int]] = []
-    open_members: list[list[int]] = []
-    open_free: list[int] = []
-    for index, length in enumerate(lengths):
+    for index in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        length = int(lengths[index])
         if length > max_len:
             raise ValueError(f"example {index} has {length} tokens, more than max_len {max_len}: truncate first")
-        slot = next((i for i, free in enumerate(open_free) if free >= length), None)
-        if slot is None:
-            if len(open_members) == open_rows:
-                fullest = min(range(len(open_free)), key=lambda i: open_free[i])
-                rows.append(open_members.pop(fullest))
-                open_free.pop(fullest)
-            open_members.append([])
-            open_free.append(max_len)
-            slot = len(open_members) - 1
-        open_members[slot].append(index)
-        open_free[slot] -= length
-    return rows + open_members
+        slot = bisect.bisect_left(free, (length, -1))
+        if slot == len(free):
+            rows.append([])
+            room, row = max_len, len(rows) - 1
+        else:
+            room, row = free.pop(slot)
+        rows[row].append(index)
+        bisect.insort(free, (room - length, row))
+    return [sorted(members) for members in rows]
 
 
-def pack_examples(examples: Sequence[tuple[Sequence[int], Sequence[int]]], max_len: int, pad_id: int,
-                  open_rows: int = 16) -> dict[str, np.ndarray]:
-    """(ids, labels) pairs, each at most max_len long -> int64 arrays [rows, max_len] of PACKED_COLUMNS."""
-    assignment = first_fit_rows([len(ids) for ids, _ in examples], max_len, open_rows)
-    shape = (len(assignment), max_len)
-    packed = {
-        "input_ids": np.full(shape, pad_id, dtype=np.int64),
-        "labels": np.full(shape, IGNORE_INDEX, dtype=np.int64),
-        "position_ids": np.zeros(shape, dtype=np.int64),
-        "document_ids": np.full(shape, -1, dtype=np.int64),
-    }
-    for row, members in enumerate(assignment):
-        start = 0
-        for document, index in enumerate(members):
-            ids, labels = examples[index]
-            end = start + len(ids)
-            packed["input_ids"][row, start:end] = ids
-            packed["labels"][row, start:end] = labels
-            packed["position_ids"][row, start:end] = np.arange(len(ids))
-            packed["document_ids"][row, start:end] = document
-            start = end
-    return packed
+def pack_rows(examples: TokenizedExamples, max_len: int, pad_id: int,
+              rng: np.random.Generator | None = None) -> dict[str, object]:
+    """Examples -> compact rows: input_ids [rows, max_len] int32 (padded), and per row the
+    document_lengths and loss_starts of its documents in input order. `rng` shuffles the rows."""
+    rows = assign_rows(examples.lengths, max_len)
+    if rng is not None:
+        rows = [rows[i] for i in rng.permutation(len(rows))]
+    input_ids = np.full((len(rows), max_len), pad_id, dtype=np.int32)
+    for row, members in enumerate(rows):
+        tokens = np.concatenate([examples.ids(i) for i in members])
+        input_ids[row, : len(tokens)] = tokens
+    lengths = examples.lengths
+    return {"input_ids": input_ids,
+            "document_lengths": [lengths[members].astype(np.int32) for members in rows],
+            "loss_starts": [examples.loss_starts[members] for members in rows]}
+
+
+def unpack_rows(input_ids: np.ndarray, document_lengths: Sequence[np.ndarray],
+                loss_starts: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """Compact rows -> int64 arrays [rows, max_len] of PACKED_COLUMNS."""
+    rows, max_len = input_ids.shape
+    document_ids = np.full((rows, max_len), -1, dtype=np.int64)
+    position_ids = np.zeros((rows, max_len), dtype=np.int64)
+    labels = np.full((rows, max_len), IGNORE_INDEX, dtype=np.int64)
+    for row, (lengths, starts) in enumerate(zip(document_lengths, loss_starts)):
+        used = int(np.sum(lengths))
+        documents = np.repeat(np.arange(len(lengths)), lengths)
+        positions = np.arange(used) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        document_ids[row, :used] = documents
+        position_ids[row, :used] = positions
+        trained = positions >= np.repeat(starts, lengths)
+        labels[row, :used] = np.where(trained, input_ids[row, :used], IGNORE_INDEX)
+    return {"input_ids": input_ids.astype(np.int64), "labels": labels, "position_ids": position_ids,
+            "document_ids": document_ids}
+
+
+def pack_examples(examples: TokenizedExamples, max_len: int, pad_id: int,
+                  rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+    """Examples packed in memory, as the trainer sees them: int64 arrays of PACKED_COLUMNS."""
+    compact = pack_rows(examples, max_len, pad_id, rng)
+    return unpack_rows(compact["input_ids"], compact["document_lengths"], compact["loss_starts"])
 
 
 def packing_efficiency(document_ids: np.ndarray) -> float:

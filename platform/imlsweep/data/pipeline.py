@@ -2,12 +2,15 @@
 
     plan (driver, manifest only) -> one item per source: its drawn pool positions and stream positions
     -> map_batches: read the task, render, tokenize (shared parts once per task)   [parallel per source]
-    -> decoder-only: groupby(window of stream positions).map_groups(pack) -> sort
+    -> decoder-only: groupby(window of stream positions).map_groups(pack, best-fit decreasing) -> sort
        seq2seq:      sort by stream position
     (a stream of one window skips the shuffles: one block, packed or sorted in place)
 
 Every random choice comes from the mixture's seed, and packing works on fixed windows of stream
-positions, so the rows and their order do not depend on how Ray splits the data into blocks.
+positions, so the rows and their order do not depend on how Ray splits the data into blocks. Examples
+travel as int32 token lists with a loss start, packed rows as int32 ids plus document lengths (8 KB a
+row at 2048): the shuffles move 4x and 8x fewer bytes than int64 ids and labels would. Workers expand
+their batches.
 
 Workers turn their shard into torch batches with `iter_train_batches`. Resuming mid-epoch: the order
 is a function of the seed only, so a restarted worker passes `skip_batches=N` to skip the N batches
@@ -23,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from imlsweep.data.mixture import MixtureConfig
-from imlsweep.data.packing import IGNORE_INDEX, PACKED_COLUMNS, example_tokens, pack_examples, truncate
+from imlsweep.data.packing import IGNORE_INDEX, TokenizedExamples, causal_examples, pack_rows, unpack_rows
 from imlsweep.data.plan import MixturePlan, plan_mixture
 from imlsweep.data.stream import open_corpus, render_source, source_items
 from imlsweep.errors import UserError
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 
 ModelKind = Literal["causal", "seq2seq"]
 PACK_WINDOW = 8192  # stream positions packed together: enough for >0.99 packing efficiency
+BLOCKS_PER_CPU = 4  # tokenizing tasks per CPU: enough to balance, few enough for cheap sort shuffles
 SEQ2SEQ_COLUMNS = ("input_ids", "labels")
 
 
@@ -49,50 +53,77 @@ def tokenize_sources(batch: dict[str, np.ndarray], *, plan: MixturePlan, mixture
     from imlsweep.data.tokenizer import cached_tokenizer
 
     tokenizer = cached_tokenizer(tokenizer_name)
-    eos = tokenizer.eos_token_id
-    out: dict[str, list] = {"order": [], "input_ids": [], "labels": []}
+    tables = []
     for index, positions, orders in zip(batch["source"], batch["positions"], batch["orders"]):
         source = plan.sources[int(index)]
-        encoder = PromptTokenizer(tokenizer)  # one per task: its count cache holds that task's texts
+        encoder = PromptTokenizer(tokenizer)  # one per task: it remembers that task's texts
         rendered = render_source(source, positions, mixture, corpus_dir, encoder)
         sources, targets = encoder.encode([prompt for _, prompt in rendered])
-        for order, source_ids, target_ids in zip(orders, sources, targets):
-            if model_kind == "causal":
-                ids, labels = example_tokens(source_ids, target_ids, eos, loss_on_source=source.loss == "sequence")
-                ids, labels = truncate(ids, labels, mixture.max_length, mixture.truncation_side)
-            else:  # Tk-Instruct keeps the first tokens of an over-long source
-                ids = [*source_ids[: mixture.max_source_length - 1], eos]
-                labels = [*target_ids[: mixture.max_target_length - 1], eos]
-            out["order"].append(int(order))
-            out["input_ids"].append(ids)
-            out["labels"].append(labels)
-    order = np.asarray(out["order"], dtype=np.int64)
+        columns = (causal_columns(sources, targets, tokenizer.eos_token_id, mixture, source.loss == "sequence")
+                   if model_kind == "causal" else seq2seq_columns(sources, targets, tokenizer.eos_token_id, mixture))
+        orders = np.asarray(orders, dtype=np.int64)
+        tables.append(pa.table({"order": orders, "window": orders // window, **columns}))
+    return pa.concat_tables(tables)
+
+
+def causal_columns(sources: list[list[int]], targets: list[list[int]], eos: int, mixture: MixtureConfig,
+                   loss_on_source: bool) -> dict[str, pa.Array]:
+    examples = causal_examples(sources, targets, eos, mixture.max_length, mixture.truncation_side, loss_on_source)
+    return {"input_ids": pa.LargeListArray.from_arrays(examples.offsets, examples.values),
+            "loss_start": pa.array(examples.loss_starts)}
+
+
+def seq2seq_columns(sources: list[list[int]], targets: list[list[int]], eos: int,
+                    mixture: MixtureConfig) -> dict[str, pa.Array]:
+    """Tk-Instruct keeps the first tokens of an over-long source (and target)."""
     # Arrow lists, not numpy tensors: equal lengths in one block must not change the column type
-    return pa.table({"order": order, "window": order // window,
-                     "input_ids": pa.array(out["input_ids"], type=pa.list_(pa.int64())),
-                     "labels": pa.array(out["labels"], type=pa.list_(pa.int64()))})
+    return {"input_ids": pa.array([[*ids[: mixture.max_source_length - 1], eos] for ids in sources],
+                                  type=pa.list_(pa.int64())),
+            "labels": pa.array([[*ids[: mixture.max_target_length - 1], eos] for ids in targets],
+                               type=pa.list_(pa.int64()))}
 
 
-def pack_window(batch: dict[str, np.ndarray], *, max_len: int, pad_id: int, window: int) -> dict[str, np.ndarray]:
-    """map_groups body: the examples of one window, in stream order, packed into rows."""
-    order = np.argsort(batch["order"], kind="stable")
-    examples = [(batch["input_ids"][i], batch["labels"][i]) for i in order]
-    packed = pack_examples(examples, max_len, pad_id)
-    rows = packed["input_ids"].shape[0]
-    packed["packed_index"] = int(batch["window"][0]) * window + np.arange(rows, dtype=np.int64)
-    return packed
+def pack_window(table: pa.Table, *, max_len: int, pad_id: int, window: int, seed: int) -> pa.Table:
+    """map_groups body: the examples of one window, in stream order, packed into compact rows (shuffled
+    with the seed and the window's number)."""
+    from ray.data.extensions import ArrowTensorArray
+
+    from imlsweep.data.seeding import keyed_np_rng
+
+    table = table.sort_by("order")
+    ids = table.column("input_ids").combine_chunks()
+    offsets = ids.offsets.to_numpy()
+    examples = TokenizedExamples(values=ids.flatten().to_numpy(), offsets=offsets - offsets[0],
+                                 loss_starts=table.column("loss_start").to_numpy())
+    number = int(table.column("window")[0].as_py())
+    rows = pack_rows(examples, max_len, pad_id, keyed_np_rng(seed, "packed_rows", number))
+    return pa.table({
+        "input_ids": ArrowTensorArray.from_numpy(rows["input_ids"]),
+        "document_lengths": pa.array(rows["document_lengths"], type=pa.list_(pa.int32())),
+        "loss_starts": pa.array(rows["loss_starts"], type=pa.list_(pa.int32())),
+        "packed_index": number * window + np.arange(len(rows["input_ids"]), dtype=np.int64)})
+
+
+def balanced_order(items: list[dict[str, Any]], blocks: int) -> list[dict[str, Any]]:
+    """Work items dealt largest first, round robin, into `blocks` equal runs: every block gets a like
+    share of the work, so the tokenizing stage does not wait on one heavy block. (The stream does not
+    depend on this order: rows are placed by their stream positions.)"""
+    by_size = sorted(range(len(items)), key=lambda i: (-len(items[i]["positions"]), i))
+    return [items[i] for block in range(blocks) for i in by_size[block::blocks]]
 
 
 def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name: str, model_kind: ModelKind, *,
                         plan: MixturePlan | None = None, num_blocks: int | None = None,
                         window: int = PACK_WINDOW) -> ray.data.Dataset:
     """The trial's training stream as a Ray Dataset (needs a running Ray). `num_blocks` only changes how
-    the work is split (default: one block per source, at most 64), never the rows or their order.
+    the work is split (default: BLOCKS_PER_CPU per CPU of the cluster), never the rows or their order.
     `window`: stream positions packed together (larger packs tighter and holds more in memory).
 
-    causal: rows of int64 arrays [max_length]: input_ids, labels, position_ids, document_ids (+ packed_index).
+    causal: compact packed rows (int32 input_ids [max_length], document_lengths, loss_starts, packed_index);
+    `iter_train_batches` expands them into int64 PACKED_COLUMNS.
     seq2seq: rows of variable-length int64 input_ids and labels (+ order), in stream order."""
     import ray.data
+    from ray.data.context import ShuffleStrategy
 
     check_model_kind(model_kind)
     corpus_dir = str(corpus_dir)
@@ -102,7 +133,12 @@ def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name:
 
     pad_id = cached_tokenizer(tokenizer_name).pad_token_id  # fails early, on the driver, for a bad name
     items = source_items(plan, mixture)
-    dataset = ray.data.from_items(items, override_num_blocks=num_blocks or min(len(items), 64))
+    blocks = num_blocks or min(len(items), BLOCKS_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 1))))
+    dataset = ray.data.from_items(balanced_order(items, blocks), override_num_blocks=blocks)
+    # For this dataset only: task-based sort shuffles (hash shuffles hold CPUs for aggregator actors),
+    # and no CPUs held back for the operators after the tokenizing one, which all wait for it anyway.
+    dataset.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    dataset.context.op_resource_reservation_enabled = False
     tokenized = dataset.map_batches(
         tokenize_sources, batch_size=1, batch_format="numpy",
         fn_kwargs={"plan": plan, "mixture": mixture, "corpus_dir": corpus_dir, "tokenizer_name": tokenizer_name,
@@ -114,11 +150,11 @@ def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name:
         ordered = (tokenized.map_batches(sorted_by_order, batch_size=None, batch_format="pyarrow") if windows == 1
                    else tokenized.sort("order"))
         return ordered.select_columns(["order", *SEQ2SEQ_COLUMNS])
-    pack_kwargs = {"max_len": mixture.max_length, "pad_id": pad_id, "window": window}
+    pack_kwargs = {"max_len": mixture.max_length, "pad_id": pad_id, "window": window, "seed": mixture.seed}
     if windows == 1:
-        return tokenized.map_batches(pack_window, batch_size=None, batch_format="numpy", fn_kwargs=pack_kwargs)
+        return tokenized.map_batches(pack_window, batch_size=None, batch_format="pyarrow", fn_kwargs=pack_kwargs)
     packed = tokenized.groupby("window", num_partitions=min(windows, 32)).map_groups(
-        pack_window, batch_format="numpy", fn_kwargs=pack_kwargs)
+        pack_window, batch_format="pyarrow", fn_kwargs=pack_kwargs)
     return packed.sort("packed_index")
 
 
@@ -155,7 +191,8 @@ def packed_batches(shard: Any, batch_size: int) -> Iterator[dict[str, torch.Tens
     import torch
 
     for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        yield {column: torch.as_tensor(np.stack(batch[column]), dtype=torch.int64) for column in PACKED_COLUMNS}
+        rows = unpack_rows(batch["input_ids"], batch["document_lengths"], batch["loss_starts"])
+        yield {column: torch.from_numpy(array) for column, array in rows.items()}
 
 
 def length_grouped_batches(shard: Any, batch_size: int, pad_token_id: int, seed: int,

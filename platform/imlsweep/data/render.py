@@ -6,17 +6,18 @@ directly on the rows it draws. Both read a task through the corpus store, one ta
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from imlsweep.data.demonstrations import (
     DemonstrationsConfig, demonstration_order, pick_demonstrations, shots_for_example,
 )
-from imlsweep.data.encodings import EncodingConfig, Prompt, encode_prompt
+from imlsweep.data.encodings import CountTokens, EncodingConfig, Prompt, encode_prompt
 from imlsweep.data.seeding import keyed_rng
 from imlsweep.errors import UserError
 
@@ -34,10 +35,17 @@ class RenderedExample:
     candidates: list[str] | None  # options, for rank classification
 
 
+def split_positions(table: pa.Table, split: str) -> np.ndarray:
+    """Indices into `table` of the task's rows of one split, in source order (so "the first N" is
+    reproducible). Only the key columns are touched: a task's rows are taken later, the drawn ones."""
+    in_split = np.flatnonzero(pc.equal(table["split"], split).to_numpy(zero_copy_only=False))
+    keys = table.select(["source_index", "template_id"]).take(in_split)
+    order = pc.sort_indices(keys, sort_keys=[("source_index", "ascending"), ("template_id", "ascending")])
+    return in_split[order.to_numpy()]
+
+
 def split_rows(table: pa.Table, split: str) -> pa.Table:
-    """The task's rows of one split in source order (so "the first N" is reproducible)."""
-    rows = table.filter(pc.equal(table["split"], split))
-    return rows.sort_by([("source_index", "ascending"), ("template_id", "ascending")])
+    return table.take(split_positions(table, split))
 
 
 def choose_target(row: dict[str, Any], seed: int) -> str:
@@ -48,19 +56,21 @@ def choose_target(row: dict[str, Any], seed: int) -> str:
 
 
 class TaskPrompter:
-    """Renders the examples of one task. Its demonstrations are drawn once from the task's train pool,
-    so every example of the task shares them (minus itself when it is one of them)."""
+    """Renders the examples of one task. Its demonstrations are drawn once from the task's train pool
+    (`pool`: row indices into `table`, in source order), so every example of the task shares them
+    (minus itself when it is one of them)."""
 
-    def __init__(self, task_id: str, pool: pa.Table, encoding: EncodingConfig, demonstrations: DemonstrationsConfig,
-                 seed: int, count_tokens: Callable[[str], int] | None = None, max_source_length: int | None = None):
+    def __init__(self, task_id: str, table: pa.Table, pool: np.ndarray, encoding: EncodingConfig,
+                 demonstrations: DemonstrationsConfig, seed: int, count_tokens: CountTokens | None = None,
+                 max_source_length: int | None = None):
         self.task_id = task_id
         self.encoding = encoding
         self.demonstrations = demonstrations
         self.seed = seed
         self.count_tokens = count_tokens
         self.max_source_length = max_source_length
-        self.demo_order = demonstration_order(pool.num_rows, demonstrations.shots, seed, task_id)
-        self.demo_rows = dict(zip(self.demo_order, pool.take(self.demo_order).to_pylist())) if self.demo_order else {}
+        self.demo_order = demonstration_order(len(pool), demonstrations.shots, seed, task_id)
+        self.demo_rows = dict(zip(self.demo_order, table.take(pool[self.demo_order]).to_pylist())) if self.demo_order else {}
 
     def prompt(self, row: dict[str, Any], pool_position: int | None) -> Prompt:
         k = shots_for_example(self.demonstrations, self.seed, self.task_id, row["example_id"])
@@ -73,7 +83,7 @@ class TaskPrompter:
 def render_examples(corpus: Any, task_ids: Sequence[str], split: str, encoding: EncodingConfig | str, *, seed: int,
                     max_per_task: int | None = None, shots: int = 0,
                     demonstrations: DemonstrationsConfig | None = None,
-                    count_tokens: Callable[[str], int] | None = None,
+                    count_tokens: CountTokens | None = None,
                     max_source_length: int | None = None) -> list[RenderedExample]:
     """The first `max_per_task` rows (source order) of `split` of each task, rendered with `encoding`
     and `shots` demonstrations drawn with the seed from the task's train rows."""
@@ -83,11 +93,11 @@ def render_examples(corpus: Any, task_ids: Sequence[str], split: str, encoding: 
     examples = []
     for task_id in task_ids:
         table = corpus.read_task(task_id)
-        pool = split_rows(table, "train")
         rows = split_rows(table, split)
         if max_per_task is not None:
             rows = rows.slice(0, max_per_task)
-        prompter = TaskPrompter(task_id, pool, encoding, demonstrations, seed, count_tokens, max_source_length)
+        prompter = TaskPrompter(task_id, table, split_positions(table, "train"), encoding, demonstrations, seed,
+                                count_tokens, max_source_length)
         for position, row in enumerate(rows.to_pylist()):
             prompt = prompter.prompt(row, position if split == "train" else None)
             examples.append(RenderedExample(

@@ -52,7 +52,7 @@ def render_source(source: SourcePlan, positions: np.ndarray, mixture: MixtureCon
                   encoder: PromptTokenizer | None) -> list[tuple[str, Prompt]]:
     """(example_id, prompt) of each draw of one source: a corpus task, or documents of a text add-on.
     `encoder` counts tokens for the source-length rule of superni_def_pos (None: no limit)."""
-    from imlsweep.data.render import TaskPrompter, split_rows
+    from imlsweep.data.render import TaskPrompter, split_positions
     from imlsweep.data.texts import read_text_documents
 
     if is_text_addon(source):
@@ -60,18 +60,18 @@ def render_source(source: SourcePlan, positions: np.ndarray, mixture: MixtureCon
         documents = read_text_documents(addon.texts)
         return [(f"{source.source_id}:{p}", Prompt(shared="", own="", target=documents[p])) for p in positions]
     table = open_corpus(corpus_dir).read_task(source.source_id)
-    pool = split_rows(table, mixture.train_split)
-    if pool.num_rows != source.pool_size:
+    pool = split_positions(table, mixture.train_split)
+    if len(pool) != source.pool_size:
         raise UserError(f"task {source.source_id}: the manifest says {source.pool_size} {mixture.train_split} rows, "
-                        f"the task file has {pool.num_rows}: rebuild the corpus")
+                        f"the task file has {len(pool)}: rebuild the corpus")
     distinct = sorted(set(int(p) for p in positions))
-    rows = dict(zip(distinct, pool.take(distinct).to_pylist()))
-    demo_pool = pool if mixture.train_split == "train" else split_rows(table, "train")
+    rows = dict(zip(distinct, table.take(pool[distinct]).to_pylist()))
+    demo_pool = pool if mixture.train_split == "train" else split_positions(table, "train")
     count_tokens = None
     if encoder is not None:
-        encoder.remember_counts([text for row in rows.values() for text in counted_parts(row, mixture.encoding)])
+        encoder.remember_segments([text for row in rows.values() for text in counted_parts(row, mixture.encoding)])
         count_tokens = encoder.count_tokens
-    prompter = TaskPrompter(source.source_id, demo_pool, mixture.encoding, mixture.demonstrations, mixture.seed,
+    prompter = TaskPrompter(source.source_id, table, demo_pool, mixture.encoding, mixture.demonstrations, mixture.seed,
                             count_tokens, mixture.max_source_length)
     in_pool = mixture.train_split == "train"  # a demonstration is never the example itself
     rendered = {p: (rows[p]["example_id"], prompter.prompt(rows[p], p if in_pool else None)) for p in distinct}

@@ -1,9 +1,13 @@
 """Tokenizing prompts: the part shared by a task's examples is encoded once and spliced in.
 
-Splicing is exact when the shared part is cut after its last non-space character: byte-level BPE
+Splicing is exact when a text is cut after its last non-space character: byte-level BPE
 pre-tokenizers always break between a non-space and a space, and merges never cross that break.
 `splices_exactly` checks a tokenizer on probe strings; one that fails (e.g. SentencePiece, which
-marks word starts) gets whole sources tokenized instead.
+marks word starts) gets whole sources tokenized and counted instead.
+
+The same cut makes token counts additive: the count of "a" + "b" is the count of a's head plus the
+count of a's trailing whitespace + "b". So superni_def_pos's length rule, which counts many strings
+made of the same task-level pieces, costs a dictionary lookup per piece instead of a tokenizer call.
 """
 
 from __future__ import annotations
@@ -28,7 +32,13 @@ def splice_point(shared: str) -> int:
 
 
 def token_ids(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
-    return tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+    """Ids without special tokens; a fast tokenizer's backend is called directly, without offsets."""
+    if not texts:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [encoding.ids for encoding in backend.encode_batch_fast(list(texts), add_special_tokens=False)]
 
 
 @lru_cache(maxsize=8)
@@ -41,33 +51,58 @@ def splices_exactly(tokenizer: PreTrainedTokenizerBase) -> bool:
     return True
 
 
+def segments(pieces: Sequence[str]) -> list[str]:
+    """The concatenation of `pieces` cut after each piece's last non-space character: each piece's
+    trailing whitespace moves to the front of the next. Their ids, joined, are the ids of the whole."""
+    cut_pieces, carry = [], ""
+    for piece in pieces[:-1]:
+        text = carry + piece
+        cut = splice_point(text)
+        if cut:
+            cut_pieces.append(text[:cut])
+        carry = text[cut:]
+    last = carry + (pieces[-1] if pieces else "")
+    return [*cut_pieces, last] if last else cut_pieces
+
+
 class PromptTokenizer:
-    """Encodes prompts to (source ids, target ids), without special tokens (the caller adds EOS).
-    Each distinct shared part among the prompts of one `encode` call (a task's) is tokenized once.
-    Make one per task: it remembers the token counts it is asked for."""
+    """Encodes prompts to (source ids, target ids), without special tokens (the caller adds EOS), and
+    counts tokens. Every text it tokenizes is remembered, so a task's shared parts are tokenized once
+    and an example's own part once, whether it is first counted (length rule) or encoded.
+    Make one per task: it keeps that task's texts."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase):
         self.tokenizer = tokenizer
         self.splice = splices_exactly(tokenizer)
-        self.counts: dict[str, int] = {}
+        self.ids: dict[str, list[int]] = {}
 
-    def remember_counts(self, texts: Sequence[str]) -> None:
-        """Count many texts in one batched call (a task's per-example parts), for `count_tokens`."""
-        new = sorted({t for t in texts if t not in self.counts})
-        self.counts.update(zip(new, (len(ids) for ids in token_ids(self.tokenizer, new))))
+    def remember(self, texts: Sequence[str]) -> None:
+        """Tokenize the texts not seen yet in one batched call."""
+        new = sorted({t for t in texts if t not in self.ids})
+        self.ids.update(zip(new, token_ids(self.tokenizer, new)))
 
-    def count_tokens(self, text: str) -> int:
-        """Token count, remembered: a task's shared part is counted once, not once per example."""
-        if text not in self.counts:
-            self.counts[text] = len(token_ids(self.tokenizer, [text])[0])
-        return self.counts[text]
+    def remember_segments(self, texts: Sequence[str]) -> None:
+        """A task's per-example segments that `count_tokens` will be asked for, in one batch (a
+        tokenizer that does not splice counts whole strings, so there is nothing to prepare)."""
+        if self.splice:
+            self.remember(texts)
+
+    def text_ids(self, text: str) -> list[int]:
+        if text not in self.ids:
+            self.remember([text])
+        return self.ids[text]
+
+    def count_tokens(self, pieces: Sequence[str]) -> int:
+        """Tokens of the concatenated pieces: summed over `segments` when splicing is exact."""
+        if not self.splice:
+            return len(self.text_ids("".join(pieces)))
+        return sum(len(self.text_ids(segment)) for segment in segments(pieces))
 
     def encode(self, prompts: Sequence[Prompt]) -> tuple[list[list[int]], list[list[int]]]:
         targets = token_ids(self.tokenizer, [p.target for p in prompts])
         if not self.splice:
             return token_ids(self.tokenizer, [p.source for p in prompts]), targets
         heads = [p.shared[: splice_point(p.shared)] for p in prompts]
-        distinct = sorted(set(heads))
-        shared_ids = dict(zip(distinct, token_ids(self.tokenizer, distinct)))
-        tails = token_ids(self.tokenizer, [p.source[len(h):] for p, h in zip(prompts, heads)])
-        return [shared_ids[h] + t for h, t in zip(heads, tails)], targets
+        tails = [p.source[len(h):] for p, h in zip(prompts, heads)]
+        self.remember(heads + tails)
+        return [self.ids[h] + self.ids[t] for h, t in zip(heads, tails)], targets
