@@ -42,8 +42,11 @@ def test_same_seed_same_stream_whatever_the_blocks(packed_rows, sample_corpus):
     for column in PACKED_COLUMNS:
         assert (stacked(again, column) == stacked(packed_rows, column)).all()
     # several packing windows go through the shuffle stages: still independent of the blocks
-    windows = [expanded(build_train_dataset(MIXTURE, sample_corpus, "tiny", "causal", num_blocks=n, window=40)
-                        .take_all()) for n in (3, 8)]
+    raw = [build_train_dataset(MIXTURE, sample_corpus, "tiny", "causal", num_blocks=n, window=40).take_all()
+           for n in (3, 8)]
+    indices = [row["packed_index"] for row in raw[0]]
+    assert indices == sorted(indices) and indices[-1] >= 40  # windows come out in order, unsorted
+    windows = [expanded(rows) for rows in raw]
     for column in PACKED_COLUMNS:
         assert (stacked(windows[0], column) == stacked(windows[1], column)).all()
     documents = [(stacked(rows, "document_ids") >= 0).sum() for rows in (packed_rows, windows[0])]

@@ -101,20 +101,24 @@ def pack_rows(examples: TokenizedExamples, max_len: int, pad_id: int,
 
 def unpack_rows(input_ids: np.ndarray, document_lengths: Sequence[np.ndarray],
                 loss_starts: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    """Compact rows -> int64 arrays [rows, max_len] of PACKED_COLUMNS."""
+    """Compact rows -> int64 arrays [rows, max_len] of PACKED_COLUMNS. Each row's padding is treated as
+    one more document (number -1, never trained), so every column is one `np.repeat` over the batch."""
     rows, max_len = input_ids.shape
-    document_ids = np.full((rows, max_len), -1, dtype=np.int64)
-    position_ids = np.zeros((rows, max_len), dtype=np.int64)
-    labels = np.full((rows, max_len), IGNORE_INDEX, dtype=np.int64)
-    for row, (lengths, starts) in enumerate(zip(document_lengths, loss_starts)):
-        used = int(np.sum(lengths))
-        documents = np.repeat(np.arange(len(lengths)), lengths)
-        positions = np.arange(used) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        document_ids[row, :used] = documents
-        position_ids[row, :used] = positions
-        trained = positions >= np.repeat(starts, lengths)
-        labels[row, :used] = np.where(trained, input_ids[row, :used], IGNORE_INDEX)
-    return {"input_ids": input_ids.astype(np.int64), "labels": labels, "position_ids": position_ids,
+    per_row = np.array([len(lengths) for lengths in document_lengths], dtype=np.int64)
+    lengths = np.concatenate([*document_lengths, np.zeros(0, np.int64)]).astype(np.int64)
+    first_trained = np.concatenate([*loss_starts, np.zeros(0, np.int64)]).astype(np.int64)
+    row_ends = np.cumsum(per_row)
+    used = np.bincount(np.repeat(np.arange(rows), per_row), weights=lengths, minlength=rows).astype(np.int64)
+    numbers = np.arange(len(lengths)) - np.repeat(row_ends - per_row, per_row)
+    lengths = np.insert(lengths, row_ends, max_len - used)
+    numbers = np.insert(numbers, row_ends, -1)
+    first_trained = np.insert(first_trained, row_ends, max_len)
+    positions = np.arange(rows * max_len) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    document_ids = np.repeat(numbers, lengths).reshape(rows, max_len)
+    trained = (positions >= np.repeat(first_trained, lengths)).reshape(rows, max_len)
+    ids = input_ids.astype(np.int64)
+    return {"input_ids": ids, "labels": np.where(trained, ids, IGNORE_INDEX),
+            "position_ids": np.where(document_ids >= 0, positions.reshape(rows, max_len), 0),
             "document_ids": document_ids}
 
 

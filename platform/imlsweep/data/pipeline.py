@@ -2,7 +2,7 @@
 
     plan (driver, manifest only) -> one item per source: its drawn pool positions and stream positions
     -> map_batches: read the task, render, tokenize (shared parts once per task)   [parallel per source]
-    -> decoder-only: groupby(window of stream positions).map_groups(pack, best-fit decreasing) -> sort
+    -> decoder-only: groupby(window of stream positions, sort-based).map_groups(pack, best-fit decreasing)
        seq2seq:      sort by stream position
     (a stream of one window skips the shuffles: one block, packed or sorted in place)
 
@@ -119,7 +119,8 @@ def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name:
     the work is split (default: BLOCKS_PER_CPU per CPU of the cluster), never the rows or their order.
     `window`: stream positions packed together (larger packs tighter and holds more in memory).
 
-    causal: compact packed rows (int32 input_ids [max_length], document_lengths, loss_starts, packed_index);
+    causal: compact packed rows in order (int32 input_ids [max_length], document_lengths, loss_starts,
+    packed_index);
     `iter_train_batches` expands them into int64 PACKED_COLUMNS.
     seq2seq: rows of variable-length int64 input_ids and labels (+ order), in stream order."""
     import ray.data
@@ -139,6 +140,7 @@ def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name:
     # and no CPUs held back for the operators after the tokenizing one, which all wait for it anyway.
     dataset.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     dataset.context.op_resource_reservation_enabled = False
+    dataset.context.execution_options.preserve_order = True
     tokenized = dataset.map_batches(
         tokenize_sources, batch_size=1, batch_format="numpy",
         fn_kwargs={"plan": plan, "mixture": mixture, "corpus_dir": corpus_dir, "tokenizer_name": tokenizer_name,
@@ -153,9 +155,8 @@ def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name:
     pack_kwargs = {"max_len": mixture.max_length, "pad_id": pad_id, "window": window, "seed": mixture.seed}
     if windows == 1:
         return tokenized.map_batches(pack_window, batch_size=None, batch_format="pyarrow", fn_kwargs=pack_kwargs)
-    packed = tokenized.groupby("window", num_partitions=min(windows, 32)).map_groups(
-        pack_window, batch_format="pyarrow", fn_kwargs=pack_kwargs)
-    return packed.sort("packed_index")
+    # the sort-based groupby emits windows in order, and preserve_order keeps them so: no final sort
+    return tokenized.groupby("window").map_groups(pack_window, batch_format="pyarrow", fn_kwargs=pack_kwargs)
 
 
 def sorted_by_order(table: pa.Table) -> pa.Table:
