@@ -64,7 +64,8 @@ def test_best_fit_decreasing_packs_heavy_tailed_lengths_tightly():
 
 
 def test_unpack_masks_padding_and_sources():
-    rows = unpack_rows(np.array([[5, 6, 7, 8, PAD]], dtype=np.int32), [np.array([2, 2])], [np.array([1, 0])])
+    rows = unpack_rows({"input_ids": np.array([[5, 6, 7, 8, PAD]], dtype=np.int32),
+                        "document_lengths": [np.array([2, 2])], "loss_starts": [np.array([1, 0])]})
     assert rows["labels"].tolist() == [[-100, 6, 7, 8, -100]]
     assert rows["document_ids"].tolist() == [[0, 0, 1, 1, -1]]
     assert rows["input_ids"].dtype == np.int64 and rows["labels"][0, -1] == IGNORE_INDEX

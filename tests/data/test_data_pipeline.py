@@ -19,8 +19,9 @@ MIXTURE = MixtureConfig(eps=30, total_examples=96, max_length=384, demonstration
 
 def expanded(rows):
     """Compact dataset rows -> the int64 PACKED_COLUMNS arrays the trainer sees, one dict per row."""
-    columns = unpack_rows(np.stack([row["input_ids"] for row in rows]), [row["document_lengths"] for row in rows],
-                          [row["loss_starts"] for row in rows])
+    columns = unpack_rows({"input_ids": np.stack([row["input_ids"] for row in rows]),
+                           "document_lengths": [row["document_lengths"] for row in rows],
+                           "loss_starts": [row["loss_starts"] for row in rows]})
     return [{column: columns[column][i] for column in PACKED_COLUMNS} for i in range(len(rows))]
 
 

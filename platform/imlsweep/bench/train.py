@@ -78,7 +78,8 @@ def padded_rows(examples: TokenizedExamples, length: int | None, pad_id: int) ->
     for index, example_length in enumerate(examples.lengths):
         input_ids = np.full((1, length or example_length), pad_id, dtype=np.int32)
         input_ids[0, :example_length] = examples.ids(index)
-        rows.append(unpack_rows(input_ids, [examples.lengths[index:index + 1]], [examples.loss_starts[index:index + 1]]))
+        rows.append(unpack_rows({"input_ids": input_ids, "document_lengths": [examples.lengths[index:index + 1]],
+                                 "loss_starts": [examples.loss_starts[index:index + 1]]}))
     return {key: [row[key][0] for row in rows] for key in PACKED_COLUMNS}
 
 

@@ -16,9 +16,9 @@ documents apart under sdpa attention.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -50,7 +50,7 @@ def causal_examples(sources: Sequence[Sequence[int]], targets: Sequence[Sequence
     lengths = source_lengths + [len(t) + 1 for t in targets]
     parts = [part for source, target in zip(sources, targets) for part in (source, target, (eos_id,))]
     values = np.concatenate(parts, dtype=np.int32, casting="unsafe") if parts else np.zeros(0, dtype=np.int32)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
+    starts = np.cumsum(lengths) - lengths
     cut = np.maximum(lengths - max_len, 0)
     loss_starts = np.zeros_like(lengths) if loss_on_source else source_lengths
     if cut.any():
@@ -99,14 +99,15 @@ def pack_rows(examples: TokenizedExamples, max_len: int, pad_id: int,
             "loss_starts": [examples.loss_starts[members] for members in rows]}
 
 
-def unpack_rows(input_ids: np.ndarray, document_lengths: Sequence[np.ndarray],
-                loss_starts: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    """Compact rows -> int64 arrays [rows, max_len] of PACKED_COLUMNS. Each row's padding is treated as
-    one more document (number -1, never trained), so every column is one `np.repeat` over the batch."""
+def unpack_rows(compact: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Compact rows (`pack_rows`' columns, or a batch of the Dataset's) -> int64 arrays [rows, max_len] of
+    PACKED_COLUMNS. Each row's padding is treated as one more document (number -1, never trained), so
+    every column is one `np.repeat` over the batch."""
+    input_ids, document_lengths = compact["input_ids"], compact["document_lengths"]
     rows, max_len = input_ids.shape
     per_row = np.array([len(lengths) for lengths in document_lengths], dtype=np.int64)
     lengths = np.concatenate([*document_lengths, np.zeros(0, np.int64)]).astype(np.int64)
-    first_trained = np.concatenate([*loss_starts, np.zeros(0, np.int64)]).astype(np.int64)
+    first_trained = np.concatenate([*compact["loss_starts"], np.zeros(0, np.int64)]).astype(np.int64)
     row_ends = np.cumsum(per_row)
     used = np.bincount(np.repeat(np.arange(rows), per_row), weights=lengths, minlength=rows).astype(np.int64)
     numbers = np.arange(len(lengths)) - np.repeat(row_ends - per_row, per_row)
@@ -125,8 +126,7 @@ def unpack_rows(input_ids: np.ndarray, document_lengths: Sequence[np.ndarray],
 def pack_examples(examples: TokenizedExamples, max_len: int, pad_id: int,
                   rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
     """Examples packed in memory, as the trainer sees them: int64 arrays of PACKED_COLUMNS."""
-    compact = pack_rows(examples, max_len, pad_id, rng)
-    return unpack_rows(compact["input_ids"], compact["document_lengths"], compact["loss_starts"])
+    return unpack_rows(pack_rows(examples, max_len, pad_id, rng))
 
 
 def packing_efficiency(document_ids: np.ndarray) -> float:
