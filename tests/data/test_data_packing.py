@@ -1,8 +1,9 @@
-"""Packing: label masks, truncation, best-fit rows, document ids and positions, efficiency."""
+"""Packing: label masks, truncation, row filling, document ids and positions, efficiency."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from imlsweep.data.packing import (
     IGNORE_INDEX, assign_rows, causal_examples, pack_examples, pack_rows, packing_efficiency, unpack_rows,
@@ -29,18 +30,26 @@ def test_left_truncation_keeps_the_target_end():
 def test_packed_rows_keep_documents_apart():
     examples = causal_examples([[10, 11], [12], [13, 14, 15, 16]], [[20], [21, 22], [23]], EOS, max_len=8)
     packed = pack_examples(examples, max_len=8, pad_id=PAD)
-    # best fit, longest first: the 6-token example opens row 0, the 4-token ones fill row 1
-    assert packed["input_ids"].tolist() == [[13, 14, 15, 16, 23, EOS, PAD, PAD], [10, 11, 20, EOS, 12, 21, 22, EOS]]
+    # the two 4-token examples fill row 0 exactly, which beats the 6-token one there
+    assert packed["input_ids"].tolist() == [[10, 11, 20, EOS, 12, 21, 22, EOS], [13, 14, 15, 16, 23, EOS, PAD, PAD]]
     assert packed["labels"].tolist() == [
-        [-100, -100, -100, -100, 23, EOS, -100, -100], [-100, -100, 20, EOS, -100, 21, 22, EOS]]
-    assert packed["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 0, 0], [0, 1, 2, 3, 0, 1, 2, 3]]
-    assert packed["document_ids"].tolist() == [[0, 0, 0, 0, 0, 0, -1, -1], [0, 0, 0, 0, 1, 1, 1, 1]]
+        [-100, -100, 20, EOS, -100, 21, 22, EOS], [-100, -100, -100, -100, 23, EOS, -100, -100]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 3, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5, 0, 0]]
+    assert packed["document_ids"].tolist() == [[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, -1, -1]]
     assert packing_efficiency(packed["document_ids"]) == 14 / 16
 
 
-def test_best_fit_goes_to_the_fullest_row_that_has_room():
+def test_rows_take_the_longest_that_fits_and_a_pair_for_the_last_place():
     assert assign_rows([5, 4, 3, 2], max_len=7) == [[0, 3], [1, 2]]
     assert assign_rows([1, 6, 6, 1], max_len=7) == [[0, 1], [2, 3]]  # members stay in input order
+    # 5 + 4 leaves 1, less than any example: the pair 3 + 2 fills row 0 instead, and 2 rows suffice
+    # where longest-first (or best-fit decreasing) needs 3
+    assert assign_rows([2, 5, 4, 3, 4, 2], max_len=10) == [[0, 1, 3], [2, 4, 5]]
+
+
+def test_assign_rows_rejects_an_example_longer_than_a_row():
+    with pytest.raises(ValueError, match="example 1 has 9 tokens, more than max_len 8"):
+        assign_rows([3, 9], max_len=8)
 
 
 def test_rows_shuffle_with_the_seed_and_lose_nothing():
@@ -54,7 +63,7 @@ def test_rows_shuffle_with_the_seed_and_lose_nothing():
     assert documents == sorted(lengths.tolist())
 
 
-def test_best_fit_decreasing_packs_heavy_tailed_lengths_tightly():
+def test_heavy_tailed_lengths_pack_tightly():
     rng = np.random.default_rng(0)
     lengths = np.minimum((20 * (1 + rng.pareto(1.1, size=8192))).astype(int), 2047)  # many near the cap
     examples = causal_examples([list(range(n)) for n in lengths], [[]] * len(lengths), EOS, max_len=2048)

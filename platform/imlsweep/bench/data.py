@@ -1,8 +1,9 @@
 """`imlsweep bench data`: the full data pipeline vs the bare tokenizer vs a Hugging Face datasets baseline.
 
-A synthetic corpus with SuperNI's shape (many tasks, heavy-tailed task sizes, long shared definitions,
-heavy-tailed input lengths; words drawn from the bundled SuperNI sample) is written in the corpus
-layout, then three things are measured on the same mixture in one run:
+A synthetic corpus with SuperNI's shape (many tasks, heavy-tailed task sizes, shared definitions and
+positive examples, heavy-tailed input lengths; words drawn from the bundled SuperNI sample with their
+frequencies there) is written in the corpus layout, then three things are measured on the same mixture
+in one run:
 
 - pipeline: plan, sample, render, tokenize, mix and pack on Ray Data, consumed as batches;
 - tokenizer: the bare fast tokenizer on the same rendered texts (the ceiling for per-example work);
@@ -52,9 +53,19 @@ def synthetic_task_sizes(tasks: int, max_task_size: int, rng: np.random.Generato
     return np.minimum(max_task_size, (20 * (1 + rng.pareto(1.1, size=tasks))).astype(np.int64))
 
 
-def words(rng: np.random.Generator, vocabulary: np.ndarray, median: float, sigma: float, cap: int) -> str:
+# Word counts (lognormal median, sigma, cap) fitted to the bundled SuperNI sample, with the input median
+# raised from its 12 to 22 words so that rendered examples average the study's train lengths: about 365
+# tokens with definition and 2 positive examples, about 89 without (REFERENCE sample-efficiency grid).
+DEFINITION_WORDS = (43, 0.55, 800)
+INPUT_WORDS = (22, 1.1, 1500)
+OUTPUT_WORDS = (2, 1.0, 60)
+
+
+def words(rng: np.random.Generator, word_stream: np.ndarray, shape: tuple[float, float, int]) -> str:
+    """Words drawn from `word_stream` (every occurrence, so common words come up as often as in text)."""
+    median, sigma, cap = shape
     count = int(min(cap, max(1, rng.lognormal(np.log(median), sigma))))
-    return " ".join(vocabulary[rng.integers(0, len(vocabulary), size=count)])
+    return " ".join(word_stream[rng.integers(0, len(word_stream), size=count)])
 
 
 def write_synthetic_corpus(out: Path, tasks: int, max_task_size: int, seed: int) -> None:
@@ -68,22 +79,22 @@ def write_synthetic_corpus(out: Path, tasks: int, max_task_size: int, seed: int)
     from imlsweep.data.tokenizer import sample_texts
 
     rng = np.random.default_rng(seed)
-    vocabulary = np.array(sorted({w for text in sample_texts() for w in text.split()}))
+    word_stream = np.array([w for text in sample_texts() for w in text.split()])
     sizes = synthetic_task_sizes(tasks, max_task_size, rng)
     manifest = []
     for number, size in enumerate(sizes):
         task_id = f"task{number:05d}_synthetic"
         category = f"Category {number % 60:02d}"
-        definition = words(rng, vocabulary, 55, 0.8, 800)
-        positives = [{"input": words(rng, vocabulary, 30, 0.8, 300), "output": words(rng, vocabulary, 3, 1.0, 40),
+        definition = words(rng, word_stream, DEFINITION_WORDS)
+        positives = [{"input": words(rng, word_stream, INPUT_WORDS), "output": words(rng, word_stream, OUTPUT_WORDS),
                       "explanation": ""} for _ in range(2)]
         rows = {
             "task_id": [task_id] * size, "benchmark": ["superni"] * size, "data_source": ["synthetic"] * size,
             "category": [category] * size, "instruction_type": ["task"] * size, "definition": [definition] * size,
             "positive_examples": [positives] * size, "negative_examples": [[]] * size,
             "template_id": [None] * size,
-            "input": [words(rng, vocabulary, 40, 1.0, 1500) for _ in range(size)],
-            "outputs": [[words(rng, vocabulary, 3, 1.0, 60)] for _ in range(size)],
+            "input": [words(rng, word_stream, INPUT_WORDS) for _ in range(size)],
+            "outputs": [[words(rng, word_stream, OUTPUT_WORDS)] for _ in range(size)],
             "candidates": [None] * size, "split": ["train"] * size, "level": ["fully_supervised"] * size,
             "example_id": [f"{task_id}-{i}" for i in range(size)], "language": ["English"] * size,
             "source_index": list(range(size)),

@@ -4,9 +4,10 @@ An example is source ids + target ids + EOS with a `loss_start`: labels are -100
 source), so the loss is on the target only; plain-text add-ons train on the whole sequence
 (loss_start 0). A window of examples travels as one flat int32 array plus offsets.
 
-Rows are filled best-fit decreasing (each example, longest first, goes to the fullest row it fits in),
-which leaves well under 1% of a window's token slots empty; the rows are then shuffled with the seed
-so that long and short documents mix across batches. A packed row is stored compactly (its ids plus
+Rows are filled one at a time, longest example first, with a pair of examples for each row's last
+place (`assign_rows`): on SuperNI-like lengths that leaves about 0.1% of a window's token slots empty,
+where best-fit decreasing leaves about 1%. The rows are then shuffled with the seed so that long and
+short documents mix across batches. A packed row is stored compactly (its ids plus
 each document's length and loss start) and expanded by `unpack_rows` on the training worker into
 PACKED_COLUMNS: `position_ids` restart per document and `document_ids` number the documents of a row
 (-1 on padding) so the trainer can build a block-causal mask. Restarted position ids alone do not keep
@@ -15,7 +16,6 @@ documents apart under sdpa attention.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -63,23 +63,60 @@ def causal_examples(sources: Sequence[Sequence[int]], targets: Sequence[Sequence
     return TokenizedExamples(values, offsets, np.minimum(loss_starts, lengths).astype(np.int32))
 
 
+class LengthPool:
+    """Examples not yet placed, by length: how many of each length, and their indices (earliest first)."""
+
+    def __init__(self, lengths: np.ndarray, max_len: int):
+        self.count = np.bincount(lengths, minlength=max_len + 1)
+        order = np.lexsort((-np.arange(len(lengths)), lengths))  # by length, latest index first
+        self.indices = [list(group) for group in np.split(order, np.cumsum(self.count)[:-1])]
+        self.left = len(lengths)
+
+    def fitting(self, room: int) -> np.ndarray:
+        """The distinct lengths left that fit in `room`, ascending."""
+        return np.flatnonzero(self.count[: room + 1])
+
+    def best_pair(self, room: int, better_than: int) -> tuple[int, int] | None:
+        """Two lengths left whose sum is the largest <= room and > better_than; of those, the most even
+        pair, so the shortest examples stay for the rows still to fill."""
+        present = self.count[: room + 1] > 0
+        for total in range(room, better_than, -1):
+            smaller = np.flatnonzero(present[1: total // 2 + 1] & present[total - 1: (total - 1) // 2: -1]) + 1
+            for a in smaller[::-1]:
+                if a != total - a or self.count[a] >= 2:
+                    return int(a), int(total - a)
+        return None
+
+    def take(self, length: int) -> int:
+        self.count[length] -= 1
+        self.left -= 1
+        return int(self.indices[length].pop())
+
+
 def assign_rows(lengths: Sequence[int], max_len: int) -> list[list[int]]:
-    """Best-fit decreasing: example indices per row, each row's members in input order."""
-    free: list[tuple[int, int]] = []  # (free slots, row), sorted
+    """Example indices per row (each row's members in input order), rows filled one at a time: the
+    longest example left, then the longest that still fits, until the next one would be the row's last.
+    That last place goes to the pair of examples that fills the row best when it beats the single
+    longest: gaps shorter than any example are what leave slots empty, and pairs close them."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if len(lengths) and lengths.max() > max_len:
+        index = int(lengths.argmax())
+        raise ValueError(f"example {index} has {lengths[index]} tokens, more than max_len {max_len}: truncate first")
+    pool = LengthPool(lengths, max_len)
     rows: list[list[int]] = []
-    for index in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
-        length = int(lengths[index])
-        if length > max_len:
-            raise ValueError(f"example {index} has {length} tokens, more than max_len {max_len}: truncate first")
-        slot = bisect.bisect_left(free, (length, -1))
-        if slot == len(free):
-            rows.append([])
-            room, row = max_len, len(rows) - 1
-        else:
-            room, row = free.pop(slot)
-        rows[row].append(index)
-        bisect.insort(free, (room - length, row))
-    return [sorted(members) for members in rows]
+    while pool.left:
+        room, members = max_len, []
+        while len(fits := pool.fitting(room)):
+            longest = int(fits[-1])
+            last_place = room - longest < fits[0] or (len(fits) == 1 and pool.count[longest] == 1)
+            if last_place and (pair := pool.best_pair(room, better_than=longest)):
+                members += [pool.take(length) for length in pair]
+                room -= sum(pair)
+            else:
+                members.append(pool.take(longest))
+                room -= longest
+        rows.append(sorted(members))
+    return rows
 
 
 def pack_rows(examples: TokenizedExamples, max_len: int, pad_id: int,
