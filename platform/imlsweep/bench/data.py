@@ -18,6 +18,7 @@ sums this process and its children (the local Ray workers) while the pipeline ru
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import threading
@@ -230,6 +231,10 @@ def run(args: argparse.Namespace) -> int:
     from imlsweep.data.stream import open_corpus
     from imlsweep.data.tokenizer import cached_tokenizer
 
+    # The baseline's tokenizer calls, made while Hugging Face datasets iterates 2000 interleaved datasets,
+    # overflowed the 2 MiB stacks of the tokenizer's (Rust) worker threads at full size (a segfault in the
+    # pre-tokenizer's regex); threads started from here on get 64 MiB.
+    os.environ.setdefault("RUST_MIN_STACK", str(64 * 2**20))
     size = QUICK if args.quick else FULL
     tasks = args.tasks or size["tasks"]
     total = args.total_examples or size["total_examples"]
