@@ -70,7 +70,6 @@ class LengthPool:
         self.count = np.bincount(lengths, minlength=max_len + 1)
         order = np.lexsort((-np.arange(len(lengths)), lengths))  # by length, latest index first
         self.indices = [list(group) for group in np.split(order, np.cumsum(self.count)[:-1])]
-        self.left = len(lengths)
 
     def fitting(self, room: int) -> np.ndarray:
         """The distinct lengths left that fit in `room`, ascending."""
@@ -89,7 +88,6 @@ class LengthPool:
 
     def take(self, length: int) -> int:
         self.count[length] -= 1
-        self.left -= 1
         return int(self.indices[length].pop())
 
 
@@ -104,11 +102,11 @@ def assign_rows(lengths: Sequence[int], max_len: int) -> list[list[int]]:
         raise ValueError(f"example {index} has {lengths[index]} tokens, more than max_len {max_len}: truncate first")
     pool = LengthPool(lengths, max_len)
     rows: list[list[int]] = []
-    while pool.left:
+    while pool.count.any():
         room, members = max_len, []
         while len(fits := pool.fitting(room)):
             longest = int(fits[-1])
-            last_place = room - longest < fits[0] or (len(fits) == 1 and pool.count[longest] == 1)
+            last_place = room - longest < fits[0]  # nothing else would fit after it
             if last_place and (pair := pool.best_pair(room, better_than=longest)):
                 members += [pool.take(length) for length in pair]
                 room -= sum(pair)
