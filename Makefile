@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED := 0
 export WANDB_MODE ?= offline
 
-.PHONY: install test quickstart constraints clean
+.PHONY: install test test-fast quickstart constraints clean
 
 install: $(STAMP)
 
@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The whole suite (what CI runs), and the fast lane: the tests that start no Ray, DeepSpeed or subprocess.
 test: $(STAMP)
 	$(VENV)/bin/pytest -q
+
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -m "not slow"
 
 quickstart: $(STAMP)
 	$(VENV)/bin/imlsweep sweep run sweeps/quickstart.yaml --report

@@ -1,8 +1,15 @@
-"""Shared fixtures: one local Ray instance per test session, no network, W&B offline."""
+"""Shared fixtures: one local Ray instance per test session, no network, W&B offline; and the two lanes.
+
+`make test-fast` runs the tests not marked `slow`. A test that uses the session's Ray instance is marked
+slow here; a test that starts a subprocess or a DeepSpeed engine says so itself. An unmarked test that
+starts Ray or a subprocess fails, so the fast lane cannot quietly grow slow.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -15,6 +22,28 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ.pop("WANDB_API_KEY", None)
 
 from imlsweep.assets import SUPERNI_SAMPLE_DIR  # noqa: E402
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "ray_local" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def fast_tests_stay_fast(request, monkeypatch):
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} starts a subprocess: mark it slow")
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+    ray_was_running = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    yield
+    if not ray_was_running and "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        pytest.fail(f"{request.node.nodeid} starts Ray: use the `ray_local` fixture (slow lane)")
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,10 @@ any of them reads the same way: `sweeps/eps.yaml: train.lr: Input should be a va
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from imlsweep.errors import UserError
 
@@ -22,9 +22,22 @@ class ConfigError(UserError):
 
 
 class StrictModel(BaseModel):
-    """Base for every user-facing config: unknown keys are errors, not silently ignored."""
+    """Base for every user-facing config: unknown keys are errors, not silently ignored.
+
+    `retired_keys` maps a key a model no longer takes to what replaced it, so an old config fails with
+    an error that names the new key (there are no silent aliases)."""
 
     model_config = ConfigDict(extra="forbid", frozen=False)
+    retired_keys: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_retired_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, replacement in cls.retired_keys.items():
+                if key in data:
+                    raise ValueError(f"`{key}` is no longer a key here: {replacement}")
+        return data
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:

@@ -126,6 +126,7 @@ def test_no_secret_is_written_in_the_cluster_files():
             assert not re.search(r"\b[0-9a-f]{40}\b", text), path  # the shape of a W&B key
 
 
+@pytest.mark.slow  # runs the script
 def test_submit_script_adds_the_key_from_the_environment(tmp_path):
     """cluster/submit.sh with a `ray` on PATH that records its arguments instead of submitting."""
     recorder = tmp_path / "ray"

@@ -30,7 +30,7 @@ from imlsweep.report.build import build_report
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the virtual env: `ray` and `imlsweep` from it, explicitly
 SPEC = Path(__file__).parent / "specs" / "job_submit.yaml"
-JOB_TIMEOUT_S = 480  # a safety net, inside pytest-timeout's 900 s with the head's start and stop
+JOB_TIMEOUT_S = 300  # a safety net: with the head's start (at most 180 s) it stays inside pytest's 600 s
 pytestmark = pytest.mark.slow  # a real head, a real sweep
 
 
@@ -105,7 +105,7 @@ def ray_head():
     starter = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     try:
-        output, _ = starter.communicate(timeout=180)
+        output, _ = starter.communicate(timeout=120)
         assert starter.returncode == 0, output
         yield {"address": f"http://127.0.0.1:{dashboard}", "env": env, "temp_dir": temp_dir}
     finally:

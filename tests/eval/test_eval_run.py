@@ -12,7 +12,7 @@ from imlsweep.data.encodings import EncodingConfig
 from imlsweep.data.tokenizer import cached_tokenizer
 from imlsweep.eval.config import EvalConfig
 from imlsweep.eval.predict import predict_items
-from imlsweep.eval.results import METRICS_FILE, PREDICTIONS_FILE
+from imlsweep.trial_dir import EVAL_METRICS_FILE, PREDICTIONS_FILE
 from imlsweep.eval.trial import eval_items
 from imlsweep.train.model import ModelConfig, load_model
 
@@ -33,7 +33,7 @@ def test_eval_run_with_an_actor_pool_equals_in_process(ray_local, sample_corpus,
     out = tmp_path / "out"
     assert main(["eval", "run", str(config_path), "--out", str(out), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # Ray Data may log to stdout first
-    assert printed == json.loads((out / METRICS_FILE).read_text())
+    assert printed == json.loads((out / EVAL_METRICS_FILE).read_text())
     rows = pq.read_table(out / PREDICTIONS_FILE).to_pylist()
     items = eval_items(Corpus.open(sample_corpus), eval_config, eval_config.encoding)
     expected = predict_items(model, cached_tokenizer("tiny"), items, eval_config)

@@ -10,10 +10,11 @@ from imlsweep.data.mixture import MixtureConfig
 from imlsweep.data.tokenizer import cached_tokenizer
 from imlsweep.eval.config import EvalConfig
 from imlsweep.eval.predict import EvalItem, predict_items, task_metrics
-from imlsweep.eval.results import METRICS_FILE, PREDICTIONS_FILE, evaluation_metrics, scalar_metrics, write_results
+from imlsweep.eval.results import evaluation_metrics, scalar_metrics, write_evaluation
 from imlsweep.eval.trial import evaluate_in_worker, worker_share
 from imlsweep.train.config import TrialConfig
 from imlsweep.train.model import ModelConfig, load_model
+from imlsweep.trial_dir import EVAL_METRICS_FILE, PREDICTIONS_FILE, TrialDir
 
 TASKS = ["task1388_cb_entailment", "task1390_wscfixed_coreference", "task619_ohsumed_abstract_title_generation"]
 
@@ -29,13 +30,13 @@ def trial(sample_corpus):
 def single_process(trial, tmp_path_factory):
     directory = tmp_path_factory.mktemp("single")
     model = load_model(trial.model)
-    metrics = evaluate_in_worker(model, cached_tokenizer("tiny"), trial, str(directory), 0, 1)
+    metrics = evaluate_in_worker(model, cached_tokenizer("tiny"), trial, TrialDir(str(directory)), 0, 1)
     return directory, metrics
 
 
 def test_writes_predictions_and_every_aggregation_level(single_process):
     directory, metrics = single_process
-    assert json.loads((directory / METRICS_FILE).read_text()) == metrics
+    assert json.loads((directory / EVAL_METRICS_FILE).read_text()) == metrics
     assert {"overall", "tasks", "per_category", "per_level", "per_shots", "combined", "sample_efficiency"} <= set(metrics)
     assert len(metrics["tasks"]) == 6  # 3 tasks x 2 shot settings
     task = metrics["tasks"][0]
@@ -56,7 +57,7 @@ def test_writes_predictions_and_every_aggregation_level(single_process):
 
 
 def test_no_eval_config_means_nothing_to_do(trial, tmp_path):
-    assert evaluate_in_worker(None, None, trial.model_copy(update={"eval": None}), str(tmp_path), 0, 1) is None
+    assert evaluate_in_worker(None, None, trial.model_copy(update={"eval": None}), TrialDir(str(tmp_path)), 0, 1) is None
 
 
 def make_item(index, candidates=None, task="t1"):
@@ -87,7 +88,7 @@ def test_mixed_rank_and_generation_items(tmp_path):
     tasks = {task["task_id"]: task for task in task_metrics(rows)}
     assert tasks["t2"]["accuracy"] == 100.0 * rows[2]["correct"] and tasks["t2"]["score"] == tasks["t2"]["accuracy"]
     metrics = evaluation_metrics(rows, config)
-    write_results(tmp_path, rows, metrics)
+    write_evaluation(TrialDir(str(tmp_path)), rows, metrics)
     table = pq.read_table(tmp_path / PREDICTIONS_FILE)
     assert table.column("candidates").to_pylist()[1] is None and table.column("chosen_sum").to_pylist()[1] is None
     with pytest.raises(ValueError, match="has no candidates"):

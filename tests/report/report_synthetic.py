@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -79,9 +80,12 @@ def eps_results() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_sweep(directory: Path, table: pd.DataFrame, spec: dict | None = None) -> Path:
+def write_sweep(directory: Path, table: pd.DataFrame, spec: dict | None = None, planned_trials: int | None = None) -> Path:
+    """A sweep directory as a run leaves it: results.parquet, and sweep.yaml and plan.json when given."""
     directory.mkdir(parents=True, exist_ok=True)
     table.to_parquet(directory / "results.parquet", index=False)
     if spec is not None:
         (directory / "sweep.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    if planned_trials is not None:
+        (directory / "plan.json").write_text(json.dumps({"total_trials": planned_trials}), encoding="utf-8")
     return directory

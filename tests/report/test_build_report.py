@@ -26,9 +26,8 @@ def partial_grid(tmp_path_factory):
                       | (results["setting"] == "multi_task")]
     failed = results["trial"] == "single_task-plain_100-task001_title"
     results.loc[failed, ["status", "score", "rougeL"]] = ["failed", None, None]
-    spec = {"name": "synthetic-961", "num_trials": 961,
-            "tracking": {"project": "imlsweep-grid", "entity": "lab", "mode": "offline"}}
-    sweep_dir = write_sweep(tmp_path_factory.mktemp("sweeps") / "synthetic-961", results, spec)
+    spec = {"name": "synthetic-961", "tracking": {"project": "imlsweep-grid", "entity": "lab", "mode": "offline"}}
+    sweep_dir = write_sweep(tmp_path_factory.mktemp("sweeps") / "synthetic-961", results, spec, planned_trials=961)
     return sweep_dir, results["trial"].nunique()
 
 
@@ -116,7 +115,7 @@ def test_a_sweep_whose_trials_all_failed_still_gets_a_page(tmp_path):
                          "level": [None, None], "shots": [None, None], "score": [None, None],
                          "rougeL": [None, None], "samples_per_task": ["8", "all"],
                          "setting": ["multi_task"] * 2, "instructions": [True, False]})
-    paths = build_report(write_sweep(tmp_path / "s", rows, {"name": "s", "num_trials": 2}))
+    paths = build_report(write_sweep(tmp_path / "s", rows, {"name": "s"}, planned_trials=2))
     page = paths.html.read_text()
     assert "2 of 2 trials" in page and "error: 2" in page and "No finished trial yet" in page
     assert paths.figures == []

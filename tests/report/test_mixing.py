@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from report_synthetic import eps_results
 
-from imlsweep.report.mixing import combined_scores, mixing_tables, value_label
+from imlsweep.report.mixing import combined_scores, mixing_tables, printed_label
 
 
 def test_one_table_per_level_with_the_best_value_marked():
@@ -45,7 +45,8 @@ def test_failed_trials_are_left_out_and_missing_cells_stay_empty():
     assert list(combined.columns) == ["fully_held_out", "partially_supervised", "fully_supervised", "all levels"]
 
 
-def test_value_labels_print_like_the_paper():
-    assert value_label([2, 1, 27, 40, 27, 1, 2]) == "2/1/27/40/27/1/2"
-    assert value_label(4096.0) == "4096"
-    assert value_label(True) == "True"
+def test_printed_labels_print_like_the_paper():
+    assert printed_label([2, 1, 27, 40, 27, 1, 2]) == "2/1/27/40/27/1/2"
+    assert printed_label(4096.0) == "4096"
+    assert printed_label(True) == "True"
+    assert printed_label({"name": "superni_def_pos", "shots": 2.0}) == "name=superni_def_pos,shots=2.0"

@@ -8,12 +8,16 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a sweep and its baseline, in a subprocess
+
 
 def test_bench_sweep_quick_prints_json(tmp_path):
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
     completed = subprocess.run([sys.executable, "-m", "imlsweep.cli", "bench", "sweep", "--quick", "--json",
-                                "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=900, env=env,
+                                "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=420, env=env,
                                start_new_session=True)
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout)

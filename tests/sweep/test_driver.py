@@ -12,13 +12,11 @@ import pandas as pd
 import pytest
 import ray.cloudpickle
 import yaml
+from wandb_files import offline_runs
 
 from imlsweep.sweep.driver import run_sweep
-from imlsweep.sweep.loading import open_spec, open_sweep_dir
-from imlsweep.sweep.status import sweep_status_of
-
-sys.path.insert(0, str(Path(__file__).parent))
-from wandb_files import offline_runs  # noqa: E402
+from imlsweep.sweep.state import sweep_status
+from imlsweep.sweep.sweep import open_spec, open_sweep_dir
 
 SPEC = Path(__file__).parent / "specs" / "two_stage.yaml"
 
@@ -33,7 +31,6 @@ class FakeResult:
     train_time_s: float
     train_tokens: int
     train_examples: int
-    eval_metrics: dict
 
 
 def fake_runner(config, storage_path, *, callbacks=()):
@@ -59,7 +56,7 @@ def fake_runner(config, storage_path, *, callbacks=()):
              for task in (config.eval.tasks or config.mixture.tasks)]
     (trial_dir / "metrics.json").write_text(json.dumps({"overall": {"score": 50.0}, "tasks": tasks}))
     return FakeResult(config.name, str(trial_dir), {"loss": 2.0, "eval": {"score": 50.0}}, None,
-                      str(trial_dir / "hf_model") if config.train.export_hf else None, 1.5, 100, 8, {"score": 50.0})
+                      str(trial_dir / "hf_model") if config.train.export_hf else None, 1.5, 100, 8)
 
 
 # Ray workers cannot import this test module: ship its functions by value.
@@ -105,7 +102,7 @@ def test_first_run_retries_records_errors_and_waits(fake_sweep):
                                  "search": {"completed": 2}}
     (failing,) = first["failing"]
     assert failing["trial"] == "pre-plain"
-    assert failing["errors"] == ["RuntimeError: injected failure in pre-plain"] * 2  # max_failures 1: two attempts
+    assert failing["errors"] == ["RuntimeError: injected failure in pre-plain"] * 2  # trial_retries 1: two attempts
     assert (sweep.dir / "pre-inst" / "runs.txt").read_text() == "xx"  # failed once, retried by Tune
     by_trial = results.groupby("trial")["status"].first().to_dict()
     assert by_trial == {"pre-inst": "completed", "pre-plain": "error", "ft-inst-samples_per_task=16": "completed",
@@ -119,7 +116,7 @@ def test_resume_runs_the_rest_once(fake_sweep):
         assert (sweep.dir / name / "trial_result.json").read_text() == text
         assert (sweep.dir / name / "runs.txt").read_text() == ("xx" if name == "pre-inst" else "x")
     assert (sweep.dir / "pre-plain" / "runs.txt").read_text() == "xxx"
-    assert sweep_status_of(open_sweep_dir(sweep.dir))["counts"]["completed"] == 6
+    assert sweep_status(open_sweep_dir(sweep.dir))["counts"]["completed"] == 6
 
 
 def test_results_table(fake_sweep):
@@ -145,7 +142,7 @@ def test_retention_and_dependencies(fake_sweep):
         assert not list(trial_dir.glob("checkpoint_*")), "delete_when_done removes checkpoints"
         assert (trial_dir / "hf_model").is_dir() == (trial.stage == "pre")  # only what a later stage needs
     ft_inst = sweep.trials_by_name["ft-inst-samples_per_task=16"]
-    assert ft_inst.config["init_from"] == str(sweep.dir / "pre-inst" / "hf_model")
+    assert ft_inst.config.init_from == str(sweep.dir / "pre-inst" / "hf_model")
 
 
 def test_wandb_offline_runs(fake_sweep):

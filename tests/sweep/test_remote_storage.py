@@ -20,8 +20,9 @@ import pyarrow.fs as pafs
 import pytest
 import yaml
 
-from imlsweep.sweep.state import error_lines, record_error, trial_files
-from imlsweep.train import storage
+from imlsweep import storage
+from imlsweep.sweep.state import trial_files
+from imlsweep.trial_dir import TrialDir
 
 SPEC = Path(__file__).parent / "specs" / "two_stage.yaml"
 IMLSWEEP = [sys.executable, "-m", "imlsweep.cli"]
@@ -93,14 +94,14 @@ def test_folders_are_listed_copied_and_deleted(root, tmp_path):
 
 def test_trial_state_files(root):
     """Error blocks accumulate (an object store cannot append); one listing gives each trial's files."""
-    trial = storage.join(root, "sweep", "trial-a")
+    trial = TrialDir(storage.join(root, "sweep", "trial-a"))
     for attempt in ("first", "second"):
         try:
             raise RuntimeError(f"{attempt} attempt")
         except RuntimeError as error:
-            record_error(trial, error)
-    assert error_lines(trial) == ["RuntimeError: first attempt", "RuntimeError: second attempt"]
-    storage.write_text(storage.join(trial, "checkpoint_000002", "state.bin"), "x")
+            trial.record_error(error)
+    assert trial.error_lines() == ["RuntimeError: first attempt", "RuntimeError: second attempt"]
+    storage.write_text(trial.file("checkpoint_000002/state.bin"), "x")
     storage.write_text(storage.join(root, "sweep", "trial-b", "checkpoint_000001", "state.bin"), "x")
     assert trial_files(storage.join(root, "sweep")) == {"trial-a": {"trial_error.txt"}, "trial-b": set()}
 
@@ -114,7 +115,7 @@ def driver_env(s3_env: dict[str, str], cache: Path) -> dict[str, str]:
     return env
 
 
-def imlsweep(args: list[str], env: dict[str, str], timeout_s: float = 600) -> subprocess.CompletedProcess:
+def imlsweep(args: list[str], env: dict[str, str], timeout_s: float = 240) -> subprocess.CompletedProcess:
     """Run the CLI in its own process group; on a timeout, kill the group (the local Ray it started)."""
     process = subprocess.Popen(IMLSWEEP + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
@@ -144,11 +145,12 @@ def remote_sweep(s3_env, sample_corpus, tmp_path_factory):
     assert run.returncode == 0, run.stderr[-3000:]
     uri = f"s3://{BUCKET}/sweeps/two_stage"
     results = {name: storage.read_text(storage.join(uri, name, "trial_result.json")) for name in TRIALS}
-    resumed = imlsweep(["sweep", "resume", uri, "--json"], driver_env(s3_env, root / "new_head_cache"))
+    resumed = imlsweep(["sweep", "resume", uri, "--json"], driver_env(s3_env, root / "new_head_cache"), timeout_s=120)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return uri, root, json.loads(run.stdout), results, resumed
 
 
+@pytest.mark.slow  # a real sweep, in subprocesses
 def test_sweep_files_are_in_the_bucket(remote_sweep):
     uri, root, status, _, _ = remote_sweep
     assert status["counts"]["completed"] == 2 == status["total_trials"]
@@ -171,12 +173,14 @@ def test_sweep_files_are_in_the_bucket(remote_sweep):
     assert (root / "cache" / "imlsweep" / "s3" / BUCKET / "sweeps" / "two_stage" / ".tune").is_dir()
 
 
+@pytest.mark.slow  # a real sweep, in subprocesses
 def test_second_stage_started_from_the_bucket(remote_sweep):
     uri = remote_sweep[0]
     trial = yaml.safe_load(storage.read_text(storage.join(uri, TRIALS[1], "trial.yaml")))
     assert trial["init_from"] == f"{uri}/pre-inst/hf_model"
 
 
+@pytest.mark.slow  # a real sweep, in subprocesses
 def test_resume_from_the_uri_runs_nothing_again(remote_sweep):
     uri, _, _, results, resumed = remote_sweep
     assert json.loads(resumed.stdout)["counts"]["completed"] == 2
@@ -185,6 +189,7 @@ def test_resume_from_the_uri_runs_nothing_again(remote_sweep):
         assert storage.read_text(storage.join(uri, name, "trial_result.json")) == text
 
 
+@pytest.mark.slow  # a real sweep, in subprocesses
 def test_status_and_report_from_the_uri(remote_sweep, s3_env, tmp_path):
     uri = remote_sweep[0]
     env = driver_env(s3_env, tmp_path / "cache")
@@ -193,7 +198,7 @@ def test_status_and_report_from_the_uri(remote_sweep, s3_env, tmp_path):
     counts = json.loads(status.stdout)
     assert counts["counts"]["completed"] == 2 == counts["total_trials"] and not counts["driver_running"]
     assert counts["by_stage"] == {"pre": {"completed": 1}, "ft": {"completed": 1}}
-    report = imlsweep(["report", uri, "--out", str(tmp_path / "report")], env, timeout_s=300)
+    report = imlsweep(["report", uri, "--out", str(tmp_path / "report")], env, timeout_s=120)
     assert report.returncode == 0, report.stderr[-3000:]
     assert report.stdout == f"report: {tmp_path / 'report' / 'report.html'}\n"
     assert "2 of 2 trials" in (tmp_path / "report" / "report.html").read_text()

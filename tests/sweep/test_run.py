@@ -15,9 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from wandb_files import offline_runs
 
-sys.path.insert(0, str(Path(__file__).parent))
-from wandb_files import offline_runs  # noqa: E402
+
+pytestmark = pytest.mark.slow  # a real sweep, in subprocesses
 
 SPEC = Path(__file__).parent / "specs" / "two_stage.yaml"
 SECRET = "imlsweep-test-secret-0123456789abcdef0123456789abcdef"
@@ -62,12 +63,12 @@ def killed_and_resumed(sample_corpus, tmp_path_factory):
     driver = subprocess.Popen(IMLSWEEP + ["sweep", "run", str(spec)], env=driver_env(), stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: any(sweep_dir.glob("*/trial_result.json")), 900, driver)
+        wait_for(lambda: any(sweep_dir.glob("*/trial_result.json")), 240, driver)
     finally:
         kill_group(driver)
     finished = {path.parent.name: path.read_text() for path in sweep_dir.glob("*/trial_result.json")}
     resumed = subprocess.run(IMLSWEEP + ["sweep", "resume", str(sweep_dir), "--json"], env=driver_env(),
-                             capture_output=True, text=True, timeout=900, start_new_session=True)
+                             capture_output=True, text=True, timeout=240, start_new_session=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return sweep_dir, finished, json.loads(resumed.stdout), resumed.stderr
 

@@ -9,11 +9,11 @@ import pytest
 
 from imlsweep.cli import main
 from imlsweep.config import ConfigError
-from imlsweep.sweep.driver import max_concurrent_trials, runs_in_process, trainable_resources
 from imlsweep.sweep.expand import label_value, set_dotted
-from imlsweep.sweep.loading import open_spec
-from imlsweep.sweep.plan import model_params, plan_summary
+from imlsweep.sweep.plan import max_concurrent_trials, model_params, plan_summary
 from imlsweep.sweep.spec import load_spec
+from imlsweep.sweep.sweep import open_spec
+from imlsweep.sweep.trainable import runs_in_process, trainable_resources
 
 SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 EXPECTED_TRIALS = {
@@ -36,7 +36,7 @@ def test_every_shipped_spec_is_counted():
 @pytest.mark.parametrize("name", sorted(EXPECTED_TRIALS))
 def test_plan_counts(name, tmp_path):
     sweep = open_spec(SWEEPS / f"{name}.yaml", str(tmp_path))  # builds every TrialConfig
-    summary = plan_summary(sweep.spec, sweep.trials)
+    summary = plan_summary(sweep)
     assert summary["trials_by_stage"] == EXPECTED_TRIALS[name]
     assert summary["total_trials"] == sum(EXPECTED_TRIALS[name].values()) == len(sweep.trials)
     assert len({trial.name for trial in sweep.trials}) == len(sweep.trials)
@@ -53,17 +53,17 @@ def test_961_grid(capsys):
 
     trials = {t.name: t for t in open_spec(SWEEPS / "stl_mtl_sample_efficiency.yaml").trials}
     stl = trials["single_task-plain_200-task1344"]
-    assert stl.config["mixture"]["tasks"] == ["task1344_glue_entailment_classification"]
-    assert stl.config["eval"]["tasks"] == stl.config["mixture"]["tasks"]
-    assert stl.config["mixture"]["encoding"]["name"] == "no_instruction"
-    assert stl.config["init_from"].endswith("prefinetune-f_m1/hf_model") and stl.depends_on == "prefinetune-f_m1"
+    assert stl.config.mixture.tasks == ["task1344_glue_entailment_classification"]
+    assert stl.config.eval.tasks == stl.config.mixture.tasks
+    assert stl.config.mixture.encoding.name == "no_instruction"
+    assert stl.config.init_from.endswith("prefinetune-f_m1/hf_model") and stl.depends_on == "prefinetune-f_m1"
     assert stl.labels == {"setting": "single_task", "cell": "plain_200", "instructions": False,
                           "samples_per_task": 200, "trained_task": "task1344_glue_entailment_classification"}
     mtl = trials["multi_task-tk_all"]
-    assert len(mtl.config["mixture"]["tasks"]) == 119 and mtl.config["mixture"]["samples_per_task"] == "all"
-    assert mtl.config["model"]["name"] == "allenai/tk-instruct-3b-def-pos" and "init_from" not in mtl.config
-    assert trials["prefinetune-f_m1"].config["train"]["export_hf"] is True  # a later stage starts from it
-    assert mtl.config["train"]["export_hf"] is False
+    assert len(mtl.config.mixture.tasks) == 119 and mtl.config.mixture.samples_per_task == "all"
+    assert mtl.config.model.name == "allenai/tk-instruct-3b-def-pos" and mtl.config.init_from is None
+    assert trials["prefinetune-f_m1"].config.train.export_hf is True  # a later stage starts from it
+    assert mtl.config.train.export_hf is False
 
 
 def write_spec(tmp_path: Path, text: str) -> Path:
@@ -93,6 +93,16 @@ stages:
     ("stages:\n  - name: one\n    cells: [{name: a}, {name: a}]", "stages.0: Value error, cell names repeat"),
     ("stages:\n  - name: one\n  - name: one", "stages: Value error, stage names repeat"),
     ("stages:\n  - name: one\nconcurency: 2", "concurency: Extra inputs are not permitted"),
+    ("stages:\n  - name: one\nmax_failures: 2", ": Value error, `max_failures` is no longer a key here: renamed to "
+                                                  "`trial_retries`"),
+    ("stages:\n  - name: one\n    set: {train.max_failures: 2}", "trial one: train: Value error, `max_failures` is no "
+                                                                "longer a key here: renamed to `worker_restarts`"),
+    ("stages:\n  - name: one\n    set: {mixture.epochs: 2}", "trial one: mixture: Value error, `epochs` is no longer "
+                                                            "a key here: renamed to `stream_multiple`"),
+    ("stages:\n  - name: one\n    set: {train.use_gpu: true}", "`use_gpu` is no longer a key here: set `gpus_per_worker`"),
+    ("stages:\n  - name: one\nestimate: {epochs: 3}", "estimate: Value error, `epochs` is no longer a key here"),
+    ("stages:\n  - name: one\n    set: {train.workers: 2}", "trial one: train.workers: set by the sweep's "
+                                                           "resources.workers"),
 ])
 def test_errors_name_the_file_and_key(tmp_path, change, message):
     text = GOOD.format(corpus=tmp_path).split("stages:")[0] + change
@@ -122,12 +132,12 @@ def test_expansion_order_and_names(tmp_path):
                      "one-x-lr=0.0002-task2", "two-benchmark_proportions=superni=1.0",
                      "two-benchmark_proportions=1_0_0_0_0_0_0"]
     first = sweep.trials[0]
-    assert first.config["train"]["lr"] == 1e-4  # the axis is applied after the cell
-    assert first.config["mixture"]["tasks"] == ["task1_a"]
+    assert first.config.train.lr == 1e-4  # the axis is applied after the cell
+    assert first.config.mixture.tasks == ["task1_a"]
     assert first.labels == {"cell": "x", "flag": True, "lr": 1e-4, "trained_task": "task1_a"}
-    assert first.config["train"]["export_hf"] is True and sweep.trials[1].config["train"]["export_hf"] is False
+    assert first.config.train.export_hf is True and sweep.trials[1].config.train.export_hf is False
     assert sweep.trials[4].labels == {"benchmark_proportions": "superni=1.0"}
-    assert sweep.trials[4].config["init_from"] == str(sweep.dir / "one-x-lr=0.0001-task1" / "hf_model")
+    assert sweep.trials[4].config.init_from == str(sweep.dir / "one-x-lr=0.0001-task1" / "hf_model")
     assert open_spec(write_spec(tmp_path, text), str(tmp_path)).trials[3].config == sweep.trials[3].config
 
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from imlsweep.cli import main
@@ -20,12 +21,13 @@ def test_bad_trial_is_an_error_before_any_worker(tmp_path, capsys):
     path.write_text(yaml.safe_dump({"name": "t", "corpus": str(tmp_path), "model": {"name": "tiny-opt"},
                                     "mixture": {}, "train": {"zero_stage": 3, "precision": "fp16"}}))
     assert main(["train", str(path)]) == 2
-    assert f"{path}: train: Value error, precision fp16 (ZeRO stage 3) needs use_gpu: true" in capsys.readouterr().err
+    assert f"{path}: train: Value error, precision fp16 (ZeRO stage 3) needs GPUs (gpus_per_worker > 0)" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a subprocess with DeepSpeed engines
 def test_bench_train_quick_prints_json():
     completed = subprocess.run([sys.executable, "-m", "imlsweep.cli", "bench", "train", "--quick", "--json"],
-                               capture_output=True, text=True, timeout=600, check=True)
+                               capture_output=True, text=True, timeout=300, check=True)
     result = json.loads(completed.stdout)
     assert result["benchmark"] == "train" and result["examples"] == 12 and result["seq_len"] == 512
     assert set(result["layouts"]) == {"packed", "padded", "padded_to_batch_max"}

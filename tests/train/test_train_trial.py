@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,8 +33,9 @@ from imlsweep.cli import main
 from imlsweep.data.tokenizer import cached_tokenizer
 from imlsweep.eval.config import EvalConfig
 from imlsweep.eval.trial import evaluate_in_worker
-from imlsweep.train.config import TrialConfig, load_trial_config
-from imlsweep.train.trial import run_trial
+from imlsweep.train.config import TrainConfig, TrialConfig, load_trial_config
+from imlsweep.train.trial import build_dataset, run_trial, scaling_config_kwargs
+from imlsweep.trial_dir import TrialDir
 
 TASKS = ["task363_sst2_polarity_classification", "task109_smsspamcollection_spamsmsdetection",
          "task1346_glue_cola_grammatical_correctness_classification"]
@@ -40,7 +43,7 @@ MIXTURE = {"tasks": TASKS, "encoding": {"name": "no_instruction"}, "max_length":
 EVAL_TASK = "task1344_glue_entailment_classification"  # held out: trained on by none of the runs
 SHARDED_EVAL_TASKS = ["task1388_cb_entailment", "task619_ohsumed_abstract_title_generation"]
 TWO_WORKERS = {"workers": 2, "precision": "fp32", "lr": 3e-3, "warmup_steps": 2, "micro_batch_size": 2,
-               "max_steps": 6, "log_every": 2, "export_hf": True, "max_failures": 1}
+               "max_steps": 6, "log_every": 2, "export_hf": True, "worker_restarts": 1}
 
 
 def trial(sample_corpus, name: str, model: dict, train: dict) -> TrialConfig:
@@ -69,19 +72,45 @@ def runs(ray_local, sample_corpus, tmp_path_factory):
     results = {"learn": train_command(config_path, storage)}
     configs = {
         "zero2": trial(sample_corpus, "zero2", {"name": "tiny-opt", "dropout": 0.0},
-                       {**TWO_WORKERS, "zero_stage": 2, "keep": "none"}),
+                       {**TWO_WORKERS, "zero_stage": 2, "keep": "none", "cpus_per_worker": 1.5}),
         "zero3_restart": trial(sample_corpus, "zero3_restart", {"name": "tiny-opt", "dropout": 0.0},
                                {**TWO_WORKERS, "zero_stage": 3, "checkpoint_every": 2, "keep": "all",
                                 "fail_at_step": 4}),
     }
     configs["zero3_restart"].eval = EvalConfig(tasks=SHARDED_EVAL_TASKS, max_per_task=3, max_new_tokens=4, batch_size=2)
-    results.update({name: run_trial(config, str(storage)) for name, config in configs.items()})
+    # zero2's data is computed first, so while it trains only its workers hold CPUs: Ray's accounting
+    # of free CPUs, read while the trial runs, shows what each worker reserved
+    zero2_data = build_dataset(configs["zero2"], "causal").materialize()
+    with free_cpus_while(ray_local) as free_cpus:
+        results["zero2"] = run_trial(configs["zero2"], str(storage), dataset=zero2_data)
+    results["zero2_free_cpus"] = free_cpus
+    results["zero3_restart"] = run_trial(configs["zero3_restart"], str(storage))
     reports: list[dict] = []
     for name in ("in_process_1", "in_process_2"):
         config = TrialConfig.model_validate({**learn, "name": name})
         results[name] = run_trial(config, str(storage), in_process=True, on_report=reports.append)
     results["in_process_reports"] = reports
     return storage, results
+
+
+@contextlib.contextmanager
+def free_cpus_while(ray):
+    """The distinct values of Ray's free-CPU count, polled while the block runs."""
+    seen: set[float] = set()
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            seen.add(round(ray.available_resources().get("CPU", 0.0), 6))
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join()
 
 
 def metric_lines(result) -> list[dict]:
@@ -110,6 +139,17 @@ def test_loss_goes_down_and_metrics_are_logged(runs):
     assert reloaded.train.keep == "best" and reloaded.mixture.tasks == TASKS
 
 
+def test_workers_hold_the_resources_the_trial_asks_for(runs, ray_local):
+    """2 workers x cpus_per_worker 1.5 reach Ray Train's ScalingConfig: 3 of the 4 CPUs are taken."""
+    total = ray_local.cluster_resources()["CPU"]
+    assert min(runs[1]["zero2_free_cpus"]) == total - 2 * 1.5
+    kwargs = scaling_config_kwargs(TrainConfig(workers=4, cpus_per_worker=2, gpus_per_worker=0.5))
+    assert kwargs == {"num_workers": 4, "use_gpu": True, "resources_per_worker": {"CPU": 2, "GPU": 0.5}}
+    import ray.train
+
+    ray.train.ScalingConfig(**kwargs)  # a GPU fraction is a valid scaling config
+
+
 def test_retention_leaves_what_it_promises(runs):
     _, results = runs
     losses = {line["step"]: line["loss"] for line in metric_lines(results["learn"])}
@@ -125,8 +165,7 @@ def test_evaluation_runs_after_training(runs):
     _, results = runs
     result = results["learn"]
     assert Path(result.trial_dir, "predictions.parquet").is_file()
-    assert json.loads(Path(result.trial_dir, "metrics.json").read_text()) == result.eval_metrics
-    assert [task["task_id"] for task in result.eval_metrics["tasks"]] == [EVAL_TASK]
+    assert [task["task_id"] for task in TrialDir(result.trial_dir).task_metrics()] == [EVAL_TASK]
     assert "eval/combined" in result.metrics  # reported with the final metrics, for Tune and W&B
     assert not Path(results["zero2"].trial_dir, "metrics.json").exists()  # no eval suite, no evaluation
 
@@ -140,7 +179,7 @@ def test_zero3_workers_evaluate_like_one_process(runs, tmp_path):
     sharded = pq.read_table(Path(result.trial_dir, "predictions.parquet")).to_pylist()
     config = TrialConfig.model_validate(yaml.safe_load(Path(result.trial_dir, "trial.yaml").read_text()))
     model = AutoModelForCausalLM.from_pretrained(result.hf_model_dir)
-    evaluate_in_worker(model, cached_tokenizer(config.model.tokenizer_name), config, str(tmp_path), 0, 1)
+    evaluate_in_worker(model, cached_tokenizer(config.model.tokenizer_name), config, TrialDir(str(tmp_path)), 0, 1)
     single = pq.read_table(tmp_path / "predictions.parquet").to_pylist()
     assert {row["mode"] for row in single} == {"generation"} and len(single) == 6
     assert [(row["task_id"], row["prediction"]) for row in sharded] == [(row["task_id"], row["prediction"]) for row in single]
@@ -183,7 +222,7 @@ def test_in_process_trials_train_like_ray_train_workers_and_keep_no_checkpoints(
             assert ours["train_examples"] == theirs["train_examples"]
         assert result.checkpoint is None and checkpoint_dirs(result) == []
         assert result.metrics["training_finished"] is True and "eval/combined" in result.metrics
-        assert [task["task_id"] for task in result.eval_metrics["tasks"]] == [EVAL_TASK]
+        assert [task["task_id"] for task in TrialDir(result.trial_dir).task_metrics()] == [EVAL_TASK]
         assert Path(result.hf_model_dir, "config.json").is_file()
     reports = results["in_process_reports"]
     assert [report["step"] for report in reports] == [line["step"] for line in reference] * 2

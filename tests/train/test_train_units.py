@@ -10,7 +10,7 @@ import torch
 from imlsweep.config import ConfigError, validate_config
 from imlsweep.errors import UserError
 from imlsweep.train.attention import block_causal_mask
-from imlsweep.train.checkpoints import checkpoint_due, retention
+from imlsweep.train.checkpoints import checkpoint_config_kwargs, checkpoint_due
 from imlsweep.train.config import TrainConfig, TrialConfig
 from imlsweep.train.deepspeed_config import deepspeed_config, merge
 from imlsweep.train.loss import batch_loss
@@ -97,7 +97,8 @@ def bad(train: dict) -> str:
 
 
 def test_config_rejects_what_deepspeed_cannot_run():
-    assert "trial.yaml: train: " in bad({"precision": "fp16"}) and "use_gpu" in bad({"precision": "fp16"})
+    assert "trial.yaml: train: " in bad({"precision": "fp16"}) and "gpus_per_worker" in bad({"precision": "fp16"})
+    assert "renamed to `worker_restarts`" in bad({"max_failures": 2})
     assert "offload_params needs zero_stage 3" in bad({"zero_stage": 2, "offload_params": True})
     assert "offload_optimizer needs zero_stage" in bad({"zero_stage": 0, "offload_optimizer": True})
     message = bad({"workers": 3, "micro_batch_size": 2, "global_batch_size": 16})
@@ -174,9 +175,9 @@ def test_scheduler_drives_the_optimizer():
 
 
 def test_retention_settings():
-    assert retention(TrainConfig(keep="all")) == {}
-    assert retention(TrainConfig(keep="last", num_to_keep=2)) == {"num_to_keep": 2}
-    assert retention(TrainConfig(keep="best", num_to_keep=3)) == {
+    assert checkpoint_config_kwargs(TrainConfig(keep="all")) == {}
+    assert checkpoint_config_kwargs(TrainConfig(keep="last", num_to_keep=2)) == {"num_to_keep": 2}
+    assert checkpoint_config_kwargs(TrainConfig(keep="best", num_to_keep=3)) == {
         "num_to_keep": 3, "checkpoint_score_attribute": "loss", "checkpoint_score_order": "min"}
     assert checkpoint_due(TrainConfig(checkpoint_every=5), 10)
     assert not checkpoint_due(TrainConfig(checkpoint_every=5), 11)
@@ -191,5 +192,4 @@ def test_batch_arithmetic_and_metrics():
     assert optimizer_steps(70, trial.model_copy(update={"train": trial.train.model_copy(update={"epochs": 2})})) == 9
     metrics = window_metrics([30.0, 10.0, 400.0, 6.0], workers=2, seconds=2.0)
     assert metrics == {"loss": 3.0, "tokens_per_s": 100.0, "target_tokens_per_s": 2.5}
-    earlier = "".join(json.dumps({"step": step}) + "\n" for step in (2, 4, 6))
-    assert records_up_to(earlier, 4) == [{"step": 2}, {"step": 4}]
+    assert records_up_to([{"step": 2}, {"step": 4}, {"step": 6}], 4) == [{"step": 2}, {"step": 4}]

@@ -24,9 +24,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
 from imlsweep.output import print_figures
+from imlsweep.ray_session import ray_session
 
 FULL = {"tasks": 2000, "total_examples": 60_000, "max_task_size": 5000}
 QUICK = {"tasks": 12, "total_examples": 300, "max_task_size": 60}
@@ -224,13 +227,6 @@ def measure_baseline(plan, mixture, corpus_dir: Path, tokenizer) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    import ray
-
-    from imlsweep.data.mixture import MixtureConfig
-    from imlsweep.data.plan import plan_mixture
-    from imlsweep.data.stream import open_corpus
-    from imlsweep.data.tokenizer import cached_tokenizer
-
     # The baseline's tokenizer calls, made while Hugging Face datasets iterates 2000 interleaved datasets,
     # overflowed the 2 MiB stacks of the tokenizer's (Rust) worker threads at full size (a segfault in the
     # pre-tokenizer's regex); threads started from here on get 64 MiB.
@@ -243,22 +239,34 @@ def run(args: argparse.Namespace) -> int:
         corpus_dir = Path(args.workdir or scratch) / "synthetic_corpus"
         log(f"writing a synthetic corpus of {tasks} tasks to {corpus_dir}")
         write_synthetic_corpus(corpus_dir, tasks, size["max_task_size"], args.seed)
-        if not ray.is_initialized():
-            ray.init(include_dashboard=False, log_to_driver=False)
-        mixture = MixtureConfig(eps=args.eps, total_examples=total, max_length=max_length, seed=args.seed)
-        plan = plan_mixture(mixture, open_corpus(str(corpus_dir)).manifest)
-        tokenizer = cached_tokenizer(args.tokenizer)
-        texts = rendered_texts(plan, mixture, corpus_dir, tokenizer)
-        pipeline_runs, bare_runs = [], []
-        for run_number in range(args.repeat or (1 if args.quick else 3)):
-            log(f"run {run_number + 1}: pipeline ({total} examples from {len(plan.sources)} tasks, packed to "
-                f"{max_length}), then the bare tokenizer on the same rendered texts")
-            pipeline_runs.append(measure_pipeline(mixture, corpus_dir, args.tokenizer))
-            bare_runs.append(measure_tokenizer(texts, tokenizer))
-        pipeline = min(pipeline_runs, key=lambda r: r["seconds"])
-        bare = min(bare_runs, key=lambda r: r["seconds"])
-        log("baseline: Hugging Face datasets map + interleave_datasets + greedy packing")
-        baseline = measure_baseline(plan, mixture, corpus_dir, tokenizer)
+        with ray_session(local_cpus=os.cpu_count()):
+            figures = measure_all(args, corpus_dir, tasks, total, max_length)
+    print_figures(figures, args.json)
+    return 0
+
+
+def measure_all(args: argparse.Namespace, corpus_dir: Path, tasks: int, total: int, max_length: int) -> dict[str, Any]:
+    """The pipeline and the bare tokenizer, alternated `--repeat` times (the fastest of each counts), then
+    the baseline, on the synthetic corpus."""
+    from imlsweep.data.mixture import MixtureConfig
+    from imlsweep.data.plan import plan_mixture
+    from imlsweep.data.stream import open_corpus
+    from imlsweep.data.tokenizer import cached_tokenizer
+
+    mixture = MixtureConfig(eps=args.eps, total_examples=total, max_length=max_length, seed=args.seed)
+    plan = plan_mixture(mixture, open_corpus(str(corpus_dir)).manifest)
+    tokenizer = cached_tokenizer(args.tokenizer)
+    texts = rendered_texts(plan, mixture, corpus_dir, tokenizer)
+    pipeline_runs, bare_runs = [], []
+    for run_number in range(args.repeat or (1 if args.quick else 3)):
+        log(f"run {run_number + 1}: pipeline ({total} examples from {len(plan.sources)} tasks, packed to "
+            f"{max_length}), then the bare tokenizer on the same rendered texts")
+        pipeline_runs.append(measure_pipeline(mixture, corpus_dir, args.tokenizer))
+        bare_runs.append(measure_tokenizer(texts, tokenizer))
+    pipeline = min(pipeline_runs, key=lambda r: r["seconds"])
+    bare = min(bare_runs, key=lambda r: r["seconds"])
+    log("baseline: Hugging Face datasets map + interleave_datasets + greedy packing")
+    baseline = measure_baseline(plan, mixture, corpus_dir, tokenizer)
     result = {
         "tasks": tasks, "examples": total, "max_length": max_length,
         "pipeline_tokens_per_s": pipeline["tokens"] / pipeline["seconds"],
@@ -272,5 +280,4 @@ def run(args: argparse.Namespace) -> int:
     }
     result["pipeline_vs_tokenizer"] = result["pipeline_tokens_per_s"] / result["tokenizer_tokens_per_s"]
     result["pipeline_vs_baseline"] = result["pipeline_tokens_per_s"] / result["baseline_tokens_per_s"]
-    print_figures(result, args.json)
-    return 0
+    return result

@@ -11,7 +11,6 @@ sweep start-up out: the mean, over trials, of the trainable's wall time minus it
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -21,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from imlsweep.output import print_figures
+from imlsweep.trial_dir import CONFIG_FILE, TrialDir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,18 +47,20 @@ def bench_spec(corpus_dir: Path, storage: Path, trials: int, model: str, concurr
     }
 
 
-def train_seconds(sweep_dir: Path) -> float:
-    total = 0.0
-    for path in sweep_dir.glob("*/trial.yaml"):
-        lines = (path.parent / "metrics.jsonl").read_text().splitlines() if (path.parent / "metrics.jsonl").is_file() else []
-        if lines:
-            total += float(json.loads(lines[-1]).get("train_time_s", 0.0))
-    return total
+def trial_dirs(storage: Path) -> list[TrialDir]:
+    """The trial directories under a storage folder (those with a trial config), in name order."""
+    return [TrialDir(str(path.parent)) for path in sorted(storage.glob(f"*/{CONFIG_FILE}"))]
+
+
+def train_seconds(storage: Path) -> float:
+    """Seconds spent in training loops, summed over the trials (their last logged `train_time_s`)."""
+    logs = [trial.read_metrics_log() for trial in trial_dirs(storage)]
+    return sum(float(log[-1].get("train_time_s", 0.0)) for log in logs if log)
 
 
 def trial_overhead(sweep_dir: Path) -> float:
-    results = [json.loads(path.read_text()) for path in sweep_dir.glob("*/trial_result.json")]
-    return sum(result["trial_wall_s"] - result["train_time_s"] for result in results) / len(results)
+    results = [result for trial in trial_dirs(sweep_dir) if (result := trial.read_result()) is not None]
+    return sum(result.trial_wall_s - result.train_time_s for result in results) / len(results)
 
 
 def run_platform(spec_path: Path) -> tuple[float, int]:
@@ -74,12 +77,12 @@ def run_platform(spec_path: Path) -> tuple[float, int]:
 def run_per_process(sweep_dir: Path, storage: Path) -> float:
     """The same trial configs, each through its own `imlsweep train` process, one after another."""
     start = time.perf_counter()
-    for config in sorted(sweep_dir.glob("*/trial.yaml")):
-        result = subprocess.run([sys.executable, "-m", "imlsweep.cli", "train", str(config), "--storage", str(storage)],
-                                capture_output=True, text=True)
+    for trial in trial_dirs(sweep_dir):
+        result = subprocess.run([sys.executable, "-m", "imlsweep.cli", "train", trial.file(CONFIG_FILE),
+                                 "--storage", str(storage)], capture_output=True, text=True)
         if result.returncode != 0:
-            raise RuntimeError(f"per-process trial {config.parent.name} failed:\n{result.stderr[-3000:]}")
-        print(f"[bench] per-process: {config.parent.name} done", file=sys.stderr, flush=True)
+            raise RuntimeError(f"per-process trial {trial.name} failed:\n{result.stderr[-3000:]}")
+        print(f"[bench] per-process: {trial.name} done", file=sys.stderr, flush=True)
     return time.perf_counter() - start
 
 

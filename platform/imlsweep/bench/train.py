@@ -107,7 +107,7 @@ def engine_for(model: Any, micro_batch_size: int, use_gpu: bool) -> Any:
     from imlsweep.train.deepspeed_config import deepspeed_config
     from imlsweep.train.engine import initialize_engine
 
-    train = TrainConfig(use_gpu=use_gpu, zero_stage=0 if not use_gpu else 1, precision="bf16" if use_gpu else "fp32",
+    train = TrainConfig(gpus_per_worker=int(use_gpu), zero_stage=0 if not use_gpu else 1, precision="bf16" if use_gpu else "fp32",
                         micro_batch_size=micro_batch_size, lr=1e-4, max_steps=1)
     engine, _ = initialize_engine(model, deepspeed_config(train), use_gpu=use_gpu)
     return engine

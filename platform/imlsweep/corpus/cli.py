@@ -97,9 +97,11 @@ def run_stats(args: argparse.Namespace) -> int:
 def run_leakage(args: argparse.Namespace) -> int:
     from imlsweep.corpus.leakage import find_leakage
     from imlsweep.corpus.store import Corpus
+    from imlsweep.ray_session import ray_session
 
     corpus = Corpus.open(args.dir)
-    report = find_leakage(corpus, threshold=args.threshold, n=args.ngram).as_dict()
+    with ray_session():
+        report = find_leakage(corpus, threshold=args.threshold, n=args.ngram).as_dict()
     if args.out:
         with open(args.out, "w", encoding="utf-8") as file:
             json.dump(report, file, indent=2)

@@ -14,9 +14,9 @@ from pydantic import Field, model_validator
 
 from imlsweep.assets import ASSETS_DIR
 from imlsweep.config import StrictModel, dump_config, read_yaml, validate_config
+from imlsweep.corpus.schema import InstructionType
 
 PACKAGE_PREFIX = "pkg:"
-InstructionType = Literal["task", "instance", "keywords"]
 
 
 class SuperNISource(StrictModel):

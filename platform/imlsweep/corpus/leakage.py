@@ -162,12 +162,9 @@ def match_batch(batch: pd.DataFrame, index_ref, n: int) -> pd.DataFrame:
 
 
 def find_leakage(corpus: Corpus, threshold: float = DEFAULT_THRESHOLD, n: int = NGRAM) -> LeakageReport:
-    """Run the check with Ray Data on the running Ray instance (or a new local one)."""
+    """Run the check with Ray Data (Ray must be initialised)."""
     import ray
     from ray.data.expressions import col
-
-    if not ray.is_initialized():
-        ray.init()
     columns = ["task_id", "example_id", "input", "outputs", "split"]
     manifest = corpus.manifest
     train_ids = manifest.loc[manifest["split"] == "train", "task_id"].tolist()

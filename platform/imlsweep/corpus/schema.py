@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import pyarrow as pa
 
-SPLITS = ("train", "validation", "test")
-LEVELS = ("fully_held_out", "partially_supervised", "fully_supervised")
-INSTRUCTION_TYPES = ("task", "instance", "keywords")
+# A row's `split`: which of its task's instances are the train pool, validation and test.
+Split = Literal["train", "validation", "test"]
+# A task's generalization level (OPT-IML), in reading order.
+Level = Literal["fully_held_out", "partially_supervised", "fully_supervised"]
+LEVELS: tuple[str, ...] = get_args(Level)
+# Where a task's instructions live: one per task, one per instance (templates), or keywords only.
+InstructionType = Literal["task", "instance", "keywords"]
+INSTRUCTION_TYPES: tuple[str, ...] = get_args(InstructionType)
 
 DEMONSTRATION_TYPE = pa.struct([("input", pa.string()), ("output", pa.string()), ("explanation", pa.string())])
 

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from imlsweep.config import StrictModel
+from imlsweep.corpus.schema import Split
 from imlsweep.data.demonstrations import DemonstrationsConfig
 from imlsweep.data.encodings import EncodingConfig
 from imlsweep.data.mixing import parse_benchmark_proportions
@@ -47,13 +48,16 @@ class AddonConfig(StrictModel):
 
 
 class MixtureConfig(StrictModel):
+    retired_keys = {"epochs": "renamed to `stream_multiple` (the stream's size in passes over the sampled "
+                              "examples); passes of training over the stream are `train.epochs`"}
+
     tasks: list[str] | Literal["all"] = Field(default="all", description="task ids, or all training tasks")
-    train_split: Literal["train", "validation", "test"] = Field(
+    train_split: Split = Field(
         default="train", description="which of each task's rows are trained on")
     samples_per_task: int | Literal["all"] = Field(
         default="all", description="k per task: n = min(k, N); seeded, nested across k, train rows only")
-    sample_seed: int | None = Field(default=None, description="seed of the per-task samples (defaults to seed), "
-                                                              "so cells of a grid can share subsets")
+    sample_seed: int | None = Field(default=None, description="seed of the per-task samples; null: the mixture's "
+                                    "seed. Set it so cells of a grid (or replicates) share their subsets")
     eps: float | None = Field(default=None, gt=0, description="example-proportional mixing cap; null = no cap")
     temperature: float = Field(default=1.0, gt=0)
     benchmark_proportions: str | dict[str, float] | None = Field(
@@ -70,9 +74,10 @@ class MixtureConfig(StrictModel):
     max_source_length: int = Field(default=1024, ge=1, description="seq2seq source limit; superni_def_pos drops "
                                                                    "demonstrations beyond it")
     max_target_length: int = Field(default=128, ge=1, description="seq2seq target limit")
-    total_examples: int | None = Field(default=None, ge=1, description="examples in the stream (else epochs)")
-    epochs: float = Field(default=1.0, gt=0, description="passes over the sampled examples when total_examples "
-                                                         "is not set")
+    total_examples: int | None = Field(default=None, ge=1, description="examples in the stream; null: "
+                                       "stream_multiple x the sampled examples")
+    stream_multiple: float = Field(default=1.0, gt=0, description="the stream's size in passes over the sampled "
+                                   "examples, when total_examples is not set")
     seed: int = 0
 
     @field_validator("samples_per_task")
@@ -101,6 +106,8 @@ class MixtureConfig(StrictModel):
             raise ValueError("addons: names must be unique")
         return self
 
-    @property
-    def samples_seed(self) -> int:
-        return self.seed if self.sample_seed is None else self.sample_seed
+    @model_validator(mode="after")
+    def _resolve_sample_seed(self) -> MixtureConfig:
+        if self.sample_seed is None:
+            self.sample_seed = self.seed
+        return self

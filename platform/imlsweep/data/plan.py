@@ -117,7 +117,7 @@ def plan_mixture(mixture: MixtureConfig, manifest: pd.DataFrame) -> MixturePlan:
                  zip(members["task_id"], members["benchmark"], members["category"], members[size_column])]
 
     main_examples = sum(sizes[t] for t in tasks["task_id"])
-    total = mixture.total_examples or max(1, round(mixture.epochs * main_examples / (1.0 - reserved)))
+    total = mixture.total_examples or max(1, round(mixture.stream_multiple * main_examples / (1.0 - reserved)))
     counts = allocate_counts(shares, total)
     rates = eps_mixing_rates(sizes, mixture.eps, mixture.temperature)
     sources = [SourcePlan(source_id=s, benchmark=b, category=c, pool_size=pool, sampled=sizes[s], rate=rates[s],

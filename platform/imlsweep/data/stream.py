@@ -41,7 +41,7 @@ def source_items(plan: MixturePlan, mixture: MixtureConfig) -> list[dict[str, An
         if source.expected_examples == 0:
             continue
         samples = "all" if is_text_addon(source) else mixture.samples_per_task
-        sampled = sample_positions(source.pool_size, samples, mixture.samples_seed, source.source_id)
+        sampled = sample_positions(source.pool_size, samples, mixture.sample_seed, source.source_id)
         positions = draw_positions(sampled, source.expected_examples, mixture.seed, source.source_id)
         items.append({"source": index, "positions": np.asarray(positions, dtype=np.int64),
                       "orders": by_source[bounds[index]:bounds[index + 1]].astype(np.int64)})

@@ -18,8 +18,8 @@ from fnmatch import fnmatchcase
 from statistics import fmean
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
+
 OTHERS = "others"
-LEVELS = ("fully_held_out", "partially_supervised", "fully_supervised")
 
 
 def task_group(task_id: str, task_groups: Mapping[str, Sequence[str]]) -> str:

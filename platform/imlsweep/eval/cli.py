@@ -59,14 +59,12 @@ def print_score(result: dict[str, Any]) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    import ray
-
     from imlsweep.eval.run import load_eval_run_config, run_eval
+    from imlsweep.ray_session import ray_session
 
     config = load_eval_run_config(args.config)
-    if not ray.is_initialized():
-        ray.init()
-    metrics = run_eval(config, args.out)
+    with ray_session():
+        metrics = run_eval(config, args.out)
     if args.json:
         print_json(metrics)
     else:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
 from imlsweep.config import StrictModel
+from imlsweep.corpus.schema import Split
 from imlsweep.data.encodings import EncodingConfig
 
 EvalMode = Literal["auto", "generation", "rank"]
@@ -14,7 +15,7 @@ EvalMode = Literal["auto", "generation", "rank"]
 
 class EvalConfig(StrictModel):
     tasks: list[str] | None = Field(default=None, description="task ids; null = the corpus's eval tasks")
-    split: Literal["train", "validation", "test"] = Field(default="test", description="which instances")
+    split: Split = Field(default="test", description="which instances")
     max_per_task: int | None = Field(default=100, ge=1, description="first N instances per task; null = all")
     encoding: EncodingConfig | None = Field(default=None, description="prompt encoding; null = the trial mixture's")
     shots: list[int] = Field(default=[0], min_length=1, description="demonstrations per prompt, one run each")
@@ -42,9 +43,3 @@ class EvalConfig(StrictModel):
             raise ValueError("shots must be distinct non-negative integers")
         return value
 
-
-def superni_preset(**overrides: Any) -> EvalConfig:
-    """The SuperNI evaluation protocol: first 100 test instances per task, greedy, 128 new tokens."""
-    values: dict[str, Any] = {"split": "test", "max_per_task": 100, "mode": "generation", "max_new_tokens": 128}
-    values.update(overrides)
-    return EvalConfig.model_validate(values)

@@ -1,23 +1,17 @@
-"""A trial's evaluation outputs: predictions.parquet (one row per item) and metrics.json (every
-level of the aggregation)."""
+"""A trial's evaluation outputs: the predictions table (one row per item) and the metrics (every level of
+the aggregation), written into the trial directory (`imlsweep.trial_dir`)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from statistics import fmean
 from typing import Any, Sequence
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from imlsweep.eval.aggregate import opt_iml_rollup, sample_efficiency_rollup
 from imlsweep.eval.config import EvalConfig
 from imlsweep.eval.predict import RANK, task_metrics
-from imlsweep.train import storage
-
-PREDICTIONS_FILE = "predictions.parquet"
-METRICS_FILE = "metrics.json"
+from imlsweep.trial_dir import TrialDir
 
 PREDICTIONS_SCHEMA = pa.schema([
     ("example_id", pa.string()), ("task_id", pa.string()), ("benchmark", pa.string()), ("category", pa.string()),
@@ -61,15 +55,13 @@ def evaluation_metrics(rows: Sequence[dict[str, Any]], config: EvalConfig) -> di
     }
 
 
-def write_results(directory: str | Path, rows: Sequence[dict[str, Any]], metrics: dict[str, Any]) -> None:
-    """Both files into `directory`: a local folder or a storage URI (s3://, gs://)."""
-    directory = str(directory)
-    table = pa.Table.from_pylist([{name: row.get(name) for name in PREDICTIONS_SCHEMA.names} for row in rows],
-                                 schema=PREDICTIONS_SCHEMA)
-    filesystem, path = storage.resolve(storage.join(directory, PREDICTIONS_FILE))
-    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    pq.write_table(table, path, filesystem=filesystem)
-    storage.write_text(storage.join(directory, METRICS_FILE), json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+def predictions_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist([{name: row.get(name) for name in PREDICTIONS_SCHEMA.names} for row in rows],
+                                schema=PREDICTIONS_SCHEMA)
+
+
+def write_evaluation(directory: TrialDir, rows: Sequence[dict[str, Any]], metrics: dict[str, Any]) -> None:
+    directory.write_evaluation(predictions_table(rows), metrics)
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:

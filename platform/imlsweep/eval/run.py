@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import Field
 
+from imlsweep import storage
 from imlsweep.config import StrictModel, load_config
 from imlsweep.data.encodings import EncodingConfig
 from imlsweep.eval.config import EvalConfig
@@ -82,11 +83,12 @@ def predict_with_ray(items: list[EvalItem], config: EvalRunConfig) -> list[dict[
 def run_eval(config: EvalRunConfig, out_dir: str | Path) -> dict[str, Any]:
     """Render, predict on the actor pool, score; writes predictions.parquet and metrics.json."""
     from imlsweep.corpus.store import Corpus
-    from imlsweep.eval.results import evaluation_metrics, write_results
+    from imlsweep.eval.results import evaluation_metrics, write_evaluation
     from imlsweep.eval.trial import eval_items
+    from imlsweep.trial_dir import TrialDir
 
     items = eval_items(Corpus.open(config.corpus), config.eval, config.eval.encoding or EncodingConfig())
     rows = predict_with_ray(items, config)
     metrics = evaluation_metrics(rows, config.eval)
-    write_results(out_dir, rows, metrics)
+    write_evaluation(TrialDir(storage.absolute(str(out_dir))), rows, metrics)
     return metrics

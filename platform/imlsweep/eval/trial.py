@@ -15,7 +15,8 @@ from imlsweep.errors import UserError
 from imlsweep.eval.batching import batch_count
 from imlsweep.eval.config import EvalConfig
 from imlsweep.eval.predict import RANK, EvalItem, predict_items
-from imlsweep.eval.results import evaluation_metrics, write_results
+from imlsweep.eval.results import evaluation_metrics, write_evaluation
+from imlsweep.trial_dir import TrialDir
 
 
 def default_eval_tasks(corpus: Any, split: str) -> list[str]:
@@ -74,7 +75,7 @@ def gather_rows(rows: list[tuple[int, dict[str, Any]]], world_size: int) -> list
     return [row for part in gathered for row in part]
 
 
-def evaluate_in_worker(model: Any, tokenizer: Any, trial_config: Any, trial_dir: str, world_rank: int,
+def evaluate_in_worker(model: Any, tokenizer: Any, trial_config: Any, trial_dir: TrialDir, world_rank: int,
                        world_size: int) -> dict[str, Any] | None:
     """Evaluate `trial_config.eval` with `model` (an nn.Module or a DeepSpeed engine). Rank 0 writes
     predictions.parquet and metrics.json into `trial_dir` and returns the metrics; others return None.
@@ -100,5 +101,5 @@ def evaluate_in_worker(model: Any, tokenizer: Any, trial_config: Any, trial_dir:
         return None
     ordered = [row for _, row in sorted(gathered, key=lambda pair: pair[0])]
     metrics = evaluation_metrics(ordered, config)
-    write_results(trial_dir, ordered, metrics)
+    write_evaluation(trial_dir, ordered, metrics)
     return metrics

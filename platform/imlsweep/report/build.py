@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from imlsweep.report import html
-from imlsweep.report.mixing import combined_scores, mixing_tables, value_label
+from imlsweep.report.mixing import combined_scores, mixing_tables, printed_label
 from imlsweep.report.plots import efficiency_by_category_figure, efficiency_figure, mixing_figure
 from imlsweep.report.results import SweepResults, load_sweep_results, trial_counts
 from imlsweep.report.sample_efficiency import (
@@ -18,7 +18,7 @@ from imlsweep.report.sample_efficiency import (
     efficiency_points,
     power_law_fits,
 )
-from imlsweep.sweep.loading import local_dir
+from imlsweep.storage import local_folder
 
 REPORT_FILE = "report.html"
 TASK_TABLE_COLUMNS = ("trial", "status", "task_id", "category", "level", "shots", "score", "rougeL",
@@ -39,9 +39,9 @@ class ReportPaths:
 def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> ReportPaths:
     """Write report.html (self-contained) and its PNG figures. `sweep_dir` is a folder or an s3:// / gs://
     URI; the report is written locally, by default to SWEEP_DIR/report, for a URI in the sweep's folder
-    on this machine (`local_dir`)."""
+    on this machine (`local_folder`)."""
     results = load_sweep_results(sweep_dir)
-    local = local_dir(str(sweep_dir))
+    local = local_folder(str(sweep_dir))
     out = Path(out_dir) if out_dir is not None else local / "report"
     out.mkdir(parents=True, exist_ok=True)
     paths = ReportPaths(html=out / REPORT_FILE)
@@ -119,7 +119,7 @@ def task_table(results: SweepResults) -> pd.DataFrame:
     columns += [c for c in TASK_TABLE_COLUMNS[2:] if c in results.table.columns]
     table = results.table[columns].copy()
     for key in results.swept_keys:
-        table[key] = table[key].map(lambda value: value if isinstance(value, (int, float, bool)) else value_label(value))
+        table[key] = table[key].map(lambda value: value if isinstance(value, (int, float, bool)) else printed_label(value))
     return table.sort_values([c for c in ("trial", "task_id", "shots") if c in table.columns]).reset_index(drop=True)
 
 

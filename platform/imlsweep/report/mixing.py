@@ -8,16 +8,16 @@ setting -> combined mean of the shot settings; the highest combined mean wins.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from imlsweep.corpus.schema import LEVELS
 from imlsweep.report.results import finished
+from imlsweep.sweep.expand import label_value
 
-LEVEL_ORDER = ("fully_held_out", "partially_supervised", "fully_supervised")
 COMBINED = "combined"
 
 
@@ -29,21 +29,18 @@ class MixingTable:
     shot_columns: dict[str, list[str]]  # "0-shot" -> its category columns
 
 
-def value_label(value: Any) -> str:
-    """A swept value as the tables print it: 4096, 2/1/27/40/27/1/2, True."""
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return "/".join(value_label(item) for item in value)
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
+def printed_label(value: Any) -> str:
+    """A swept value as the tables print it: its results-table label (`label_value`), a whole float
+    without its ".0": 4096, 2/1/27/40/27/1/2, True."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return str(value)
+    return str(label_value(value))
 
 
-def swept_value_labels(table: pd.DataFrame, keys: list[str]) -> pd.Series:
+def swept_printed_labels(table: pd.DataFrame, keys: list[str]) -> pd.Series:
     if len(keys) == 1:
-        return table[keys[0]].map(value_label)
-    return table[keys].apply(lambda row: ", ".join(f"{k}={value_label(row[k])}" for k in keys), axis=1)
+        return table[keys[0]].map(printed_label)
+    return table[keys].apply(lambda row: ", ".join(f"{k}={printed_label(row[k])}" for k in keys), axis=1)
 
 
 def shots_label(shots: int) -> str:
@@ -52,7 +49,7 @@ def shots_label(shots: int) -> str:
 
 def ordered_values(table: pd.DataFrame, keys: list[str]) -> list[str]:
     """Swept values in a reading order: numerically when the single key is numeric."""
-    labels = swept_value_labels(table, keys)
+    labels = swept_printed_labels(table, keys)
     if len(keys) == 1:
         numeric = pd.to_numeric(table[keys[0]], errors="coerce")
         if numeric.notna().all():
@@ -65,9 +62,9 @@ def mixing_tables(table: pd.DataFrame, keys: list[str]) -> list[MixingTable]:
     rows = finished(table)
     if rows.empty or not keys:
         return []
-    rows = rows.assign(value=swept_value_labels(rows, keys))
+    rows = rows.assign(value=swept_printed_labels(rows, keys))
     order = ordered_values(rows, keys)
-    levels = [level for level in LEVEL_ORDER if level in set(rows["level"])]
+    levels = [level for level in LEVELS if level in set(rows["level"])]
     levels += sorted(set(rows["level"].astype(str)) - set(levels))
     return [level_table(rows[rows["level"] == level], level, order) for level in levels]
 

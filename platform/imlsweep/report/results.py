@@ -14,11 +14,11 @@ from typing import Any
 
 import pandas as pd
 
+from imlsweep import storage
 from imlsweep.errors import UserError
-from imlsweep.sweep.loading import read_resolved_spec
 from imlsweep.sweep.results import FIXED_COLUMNS as RESULT_COLUMNS
 from imlsweep.sweep.results import RESULTS_FILE
-from imlsweep.train import storage
+from imlsweep.sweep.sweep import read_plan, read_spec_data
 
 REQUIRED_COLUMNS = ("trial", "task_id", "category", "level", "shots", "score")
 
@@ -30,12 +30,13 @@ ALL_SAMPLES = "all"
 
 @dataclass
 class SweepResults:
-    """A sweep's results table with its swept keys and the resolved spec (when there is one)."""
+    """A sweep's results table with its swept keys, and the spec and plan its run wrote (when there are)."""
 
     name: str
     table: pd.DataFrame
     swept_keys: list[str]
     spec: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mixing_keys(self) -> list[str]:
@@ -57,10 +58,10 @@ def load_sweep_results(sweep_dir: str | Path) -> SweepResults:
     missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
     if missing:
         raise UserError(f"{results_path}: missing columns {', '.join(missing)}")
-    spec = read_resolved_spec(sweep_dir) or {}
     swept_keys = [column for column in table.columns if column not in RESULT_COLUMNS]
     name = str(table["sweep"].iloc[0]) if "sweep" in table.columns and len(table) else PurePosixPath(sweep_dir).name
-    return SweepResults(name=name, table=normalize_results(table), swept_keys=swept_keys, spec=spec)
+    return SweepResults(name=name, table=normalize_results(table), swept_keys=swept_keys,
+                        spec=read_spec_data(sweep_dir) or {}, plan=read_plan(sweep_dir) or {})
 
 
 def normalize_results(table: pd.DataFrame) -> pd.DataFrame:
@@ -96,18 +97,6 @@ def trial_counts(results: SweepResults) -> dict[str, Any]:
     per_trial = results.table.groupby("trial")["status"].first()
     counts: dict[str, Any] = {"trials_in": int(per_trial.size),
                               "by_status": {str(k): int(v) for k, v in per_trial.value_counts().items()}}
-    planned = planned_trials(results.spec)
-    if planned is not None:
-        counts["trials_planned"] = planned
+    if "total_trials" in results.plan:
+        counts["trials_planned"] = int(results.plan["total_trials"])
     return counts
-
-
-def planned_trials(spec: dict[str, Any]) -> int | None:
-    """The trial count a resolved spec states, if it states one."""
-    for key in ("num_trials", "n_trials", "trial_count"):
-        if isinstance(spec.get(key), int):
-            return spec[key]
-    trials = spec.get("trials")
-    if isinstance(trials, list):
-        return len(trials)
-    return None

@@ -1,15 +1,15 @@
 """`imlsweep sweep {plan,run,resume,status}`.
 
-`run` and `resume` connect to the Ray cluster named by --address or RAY_ADDRESS (set by `ray job
-submit`), or start a local instance; they print the sweep directory at the end. Storage and sweep
-directories are local folders or s3:// / gs:// URIs.
+`run` and `resume` use Ray through `imlsweep.ray_session` (the cluster named by --address or
+RAY_ADDRESS, which `ray job submit` sets, else a local instance); they print the sweep directory at
+the end. Storage and sweep directories are local folders or s3:// / gs:// URIs.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
 from imlsweep.output import print_json
 
 
@@ -47,11 +47,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def plan_command(args: argparse.Namespace) -> int:
-    from imlsweep.sweep.loading import open_spec
     from imlsweep.sweep.plan import format_plan, plan_summary
+    from imlsweep.sweep.sweep import open_spec
 
-    sweep = open_spec(args.spec, args.storage)
-    summary = plan_summary(sweep.spec, sweep.trials)
+    summary = plan_summary(open_spec(args.spec, args.storage))
     if args.json:
         print_json(summary)
     else:
@@ -60,35 +59,25 @@ def plan_command(args: argparse.Namespace) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from imlsweep.sweep.loading import open_spec
+    from imlsweep.sweep.sweep import open_spec
 
     return execute(open_spec(args.spec, args.storage), args)
 
 
 def resume_command(args: argparse.Namespace) -> int:
-    from imlsweep.sweep.loading import open_sweep_dir
+    from imlsweep.sweep.sweep import open_sweep_dir
 
     return execute(open_sweep_dir(args.sweep_dir), args)
 
 
 def execute(sweep, args: argparse.Namespace) -> int:
-    import ray
-
+    from imlsweep.ray_session import ray_session
     from imlsweep.sweep.driver import run_sweep
-    from imlsweep.sweep.status import format_status
+    from imlsweep.sweep.state import format_status
 
-    connected_here = not ray.is_initialized()
-    if connected_here:
-        address = args.address or os.environ.get("RAY_ADDRESS") or "local"
-        if address == "local":
-            # At least 4 logical CPUs: a small machine still fits a trial's worker beside its data tasks.
-            ray.init(address="local", num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False,
-                     log_to_driver=False, runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
-        else:
-            ray.init(address=address, log_to_driver=False)
-    status = run_sweep(sweep)
-    if connected_here:
-        ray.shutdown()  # now, so Ray's last messages are not printed after the result
+    with ray_session(args.address):
+        status = run_sweep(sweep)
+    # printed after Ray has shut down, so Ray's last messages do not follow the result
     print(format_status(status), file=sys.stderr)
     if args.report:
         from imlsweep.report.build import build_report
@@ -103,10 +92,10 @@ def execute(sweep, args: argparse.Namespace) -> int:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    from imlsweep.sweep.loading import open_sweep_dir
-    from imlsweep.sweep.status import format_status, sweep_status_of
+    from imlsweep.sweep.state import format_status, sweep_status
+    from imlsweep.sweep.sweep import open_sweep_dir
 
-    status = sweep_status_of(open_sweep_dir(args.sweep_dir))
+    status = sweep_status(open_sweep_dir(args.sweep_dir))
     if args.json:
         print_json(status)
     else:

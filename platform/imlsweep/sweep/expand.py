@@ -4,6 +4,7 @@ Each trial is the spec's `base`, then the stage's `set`, the cell's `set`, one v
 task of a per-task stage, applied as dotted keys in that order. Trial names are deterministic
 (`<stage>-<cell>-<axis>=<value>-<task>`), so a sweep can be resumed and its runs found again.
 `labels` are the values a trial stands for in the results table (one column per swept key).
+Each trial's config is validated once, here, into a `TrialConfig` that travels to the worker as is.
 """
 
 from __future__ import annotations
@@ -14,18 +15,34 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from imlsweep.config import ConfigError
+from imlsweep import storage
+from imlsweep.config import ConfigError, validate_config
 from imlsweep.sweep.spec import Stage, SweepSpec
-from imlsweep.train import storage
+from imlsweep.train.config import TrialConfig
+from imlsweep.trial_dir import TrialDir
+
+# Train keys that a sweep's `resources` (same names) sets on every trial.
+RESOURCE_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker")
 
 
 @dataclass
 class PlannedTrial:
     name: str
     stage: str
-    config: dict[str, Any]  # a complete TrialConfig, as data
+    config: TrialConfig  # validated once, here, and carried as is to the worker
     labels: dict[str, Any] = field(default_factory=dict)
     depends_on: str | None = None
+
+
+@dataclass
+class DraftTrial:
+    """A trial before validation: its config as data, with the dotted keys applied."""
+
+    name: str
+    stage: str
+    config: dict[str, Any]
+    labels: dict[str, Any]
+    depends_on: str | None
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any, source: str) -> None:
@@ -43,7 +60,8 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, source: str) -> None:
 
 
 def label_value(value: Any) -> Any:
-    """A result-table cell for a swept value: scalars as they are, sub-configs as one compact string."""
+    """A swept value as a results-table cell and a label: scalars as they are, a list as `a/b/c`, a
+    sub-config as `key=value,key=value`."""
     if isinstance(value, dict):
         return ",".join(f"{key}={label_value(item)}" for key, item in value.items())
     if isinstance(value, (list, tuple)):
@@ -69,8 +87,7 @@ def axis_column(key: str) -> str:
     return key.rsplit(".", 1)[-1]
 
 
-def expand_stage(spec: SweepSpec, index: int, stage: Stage, sweep_dir: str, corpus: str,
-                 earlier: dict[str, PlannedTrial], source: str) -> list[PlannedTrial]:
+def expand_stage(spec: SweepSpec, index: int, stage: Stage, earlier: set[str], source: str) -> list[DraftTrial]:
     where = f"{source}: stages.{index}"
     columns = [axis_column(key) for key in stage.axes]
     if len(set(columns)) != len(columns):
@@ -78,7 +95,7 @@ def expand_stage(spec: SweepSpec, index: int, stage: Stage, sweep_dir: str, corp
     cells = stage.cells or [None]
     tasks = stage.per_task.tasks if stage.per_task else [None]
     short = task_short_names(stage.per_task.tasks) if stage.per_task else {}
-    trials = []
+    drafts = []
     for cell_index, cell in enumerate(cells):
         for combo in itertools.product(*stage.axes.values()):
             for task in tasks:
@@ -104,52 +121,70 @@ def expand_stage(spec: SweepSpec, index: int, stage: Stage, sweep_dir: str, corp
                         set_dotted(config, key, [task], f"{where}.per_task.keys")
                     labels["trained_task"] = task
                     parts.append(short[task])
-                name = "-".join(parts)
-                if depends_on is not None:
-                    if depends_on not in earlier:
-                        where_dep = f"{where}.cells.{cell_index}" if cell and cell.depends_on else where
-                        raise ConfigError(f"{where_dep}.depends_on: no trial {depends_on!r} in an earlier stage "
-                                          f"(trials there: {', '.join(list(earlier)[:5])}{', ...' if len(earlier) > 5 else ''})")
-                    config["init_from"] = storage.join(sweep_dir, depends_on, "hf_model")
-                config["name"] = name
-                config["corpus"] = corpus
-                set_dotted(config, "train.workers", spec.resources.workers, source)
-                set_dotted(config, "train.use_gpu", spec.resources.gpus_per_worker > 0, source)
-                trials.append(PlannedTrial(name=name, stage=stage.name, config=config, labels=labels,
-                                           depends_on=depends_on))
+                if depends_on is not None and depends_on not in earlier:
+                    where_dep = f"{where}.cells.{cell_index}" if cell and cell.depends_on else where
+                    listed = sorted(earlier)
+                    raise ConfigError(f"{where_dep}.depends_on: no trial {depends_on!r} in an earlier stage "
+                                      f"(trials there: {', '.join(listed[:5])}{', ...' if len(listed) > 5 else ''})")
+                drafts.append(DraftTrial(name="-".join(parts), stage=stage.name, config=config, labels=labels,
+                                         depends_on=depends_on))
     if stage.search is not None:
         # A search stage has one template trial; Ray Tune samples `num_samples` variants of it.
-        trials[0].labels.update({axis_column(key): None for key in stage.search.space})
-    return trials
+        drafts[0].labels.update({axis_column(key): None for key in stage.search.space})
+    return drafts
 
 
-def expand_spec(spec: SweepSpec, sweep_dir: str, corpus: str, source: str) -> list[PlannedTrial]:
-    """Every trial of every stage, in stage order; errors name the spec file and the key."""
-    trials: dict[str, PlannedTrial] = {}
+def set_resources(spec: SweepSpec, draft: DraftTrial, source: str) -> None:
+    """The sweep's `resources` on the trial's train settings; the trial must not set them itself."""
+    train = draft.config.get("train") or {}
+    for key in RESOURCE_KEYS:
+        if isinstance(train, dict) and key in train:
+            raise ConfigError(f"{source}: trial {draft.name}: train.{key}: set by the sweep's resources.{key}, "
+                              "not by a trial")
+        set_dotted(draft.config, f"train.{key}", getattr(spec.resources, key), source)
+
+
+def expand_spec(spec: SweepSpec, sweep_uri: str, corpus: str, source: str) -> list[PlannedTrial]:
+    """Every trial of every stage, in stage order, each config validated into a `TrialConfig`; errors
+    name the spec file, the trial and the key."""
+    drafts: dict[str, DraftTrial] = {}
     for index, stage in enumerate(spec.stages):
-        stage_trials = expand_stage(spec, index, stage, sweep_dir, corpus, trials, source)
-        for trial in stage_trials:
-            if trial.name in trials or sum(t.name == trial.name for t in stage_trials) > 1:
-                raise ConfigError(f"{source}: stages.{index}: trial name {trial.name!r} repeats; "
+        stage_drafts = expand_stage(spec, index, stage, set(drafts), source)
+        for draft in stage_drafts:
+            if draft.name in drafts or sum(d.name == draft.name for d in stage_drafts) > 1:
+                raise ConfigError(f"{source}: stages.{index}: trial name {draft.name!r} repeats; "
                                   "give cells distinct names or axes distinct values")
-        trials.update({trial.name: trial for trial in stage_trials})
-    apply_retention(spec, list(trials.values()), source)
-    return list(trials.values())
+        drafts.update({draft.name: draft for draft in stage_drafts})
+    exported = exported_trials(spec, list(drafts.values()), source)
+    for draft in drafts.values():
+        draft.config["name"] = draft.name
+        draft.config["corpus"] = corpus
+        set_resources(spec, draft, source)
+        set_dotted(draft.config, "train.export_hf", draft.name in exported, source)
+        if draft.depends_on is not None:
+            draft.config["init_from"] = TrialDir(storage.join(sweep_uri, draft.depends_on)).hf_model
+    return [PlannedTrial(name=draft.name, stage=draft.stage, labels=draft.labels, depends_on=draft.depends_on,
+                         config=validate_config(draft.config, TrialConfig, f"{source}: trial {draft.name}"))
+            for draft in drafts.values()]
 
 
-def apply_retention(spec: SweepSpec, trials: list[PlannedTrial], source: str) -> None:
-    """Export HF weights where the retention policy (or a dependent stage) needs them."""
-    needed = {trial.depends_on for trial in trials if trial.depends_on}
+def exported_trials(spec: SweepSpec, drafts: list[DraftTrial], source: str) -> set[str]:
+    """Trials whose final weights are exported: all, or those a later trial starts from (retention)."""
+    needed = {draft.depends_on for draft in drafts if draft.depends_on}
     if needed and spec.retention.hf_model == "none":
         raise ConfigError(f"{source}: retention.hf_model: `none`, but later trials start from {sorted(needed)}")
-    for trial in trials:
-        export = spec.retention.hf_model == "all" or trial.name in needed
-        set_dotted(trial.config, "train.export_hf", export, source)
+    if spec.retention.hf_model == "all":
+        return {draft.name for draft in drafts}
+    return needed
 
 
-def validate_trials(trials: list[PlannedTrial], source: str) -> list[Any]:
-    """Build every TrialConfig before anything runs; the first error names the file and the trial."""
-    from imlsweep.train.config import TrialConfig
-    from imlsweep.config import validate_config
-
-    return [validate_config(trial.config, TrialConfig, f"{source}: trial {trial.name}") for trial in trials]
+def sampled_trial(template: PlannedTrial, name: str, params: dict[str, Any], source: str) -> PlannedTrial:
+    """A search stage's trial: the template with sampled values at their dotted keys, validated."""
+    config = template.config.model_dump(mode="json")
+    labels = dict(template.labels)
+    for key, value in params.items():
+        set_dotted(config, key, value, source)
+        labels[axis_column(key)] = label_value(value)
+    config["name"] = name
+    return PlannedTrial(name=name, stage=template.stage, labels=labels, depends_on=template.depends_on,
+                        config=validate_config(config, TrialConfig, f"{source}: trial {name}"))

@@ -1,9 +1,11 @@
-"""`sweep plan`: trial counts by stage and axis, resources, and GPU-hour and disk estimates.
+"""`sweep plan`: trial counts by stage and axis, resources and concurrency, GPU-hour and disk estimates.
 
-Estimates multiply out figures the user can set in the spec's `estimate:` section: tokens per trial
-come from the train steps and batch when the trial has `train.max_steps`, else from examples per task
-x tasks x tokens per example x epochs; GPU-hours = tokens / (GPU tokens/s); checkpoint disk = exported
-models x parameters x bytes per parameter, plus optimizer state while trials run.
+Estimates come from each trial's own settings: tokens are optimizer steps x rows per step x row length
+when the trial has `train.max_steps`, else examples x tokens per example x `train.epochs`, where the
+examples are the mixture's (k per task x tasks, x `mixture.stream_multiple`) and the spec's `estimate:`
+section supplies what the config cannot say (tokens per example, pool sizes, GPU throughput).
+GPU-hours = tokens / (GPU tokens/s); checkpoint disk = exported models x parameters x bytes per
+parameter, plus optimizer state while trials run.
 """
 
 from __future__ import annotations
@@ -15,10 +17,25 @@ from typing import Any
 
 from imlsweep.sweep.expand import PlannedTrial
 from imlsweep.sweep.spec import SweepSpec
+from imlsweep.sweep.sweep import Sweep
+from imlsweep.train.config import TrialConfig
 
 # Optimizer state of a running trial: fp32 master weights + two Adam moments.
 OPTIMIZER_BYTES_PER_PARAM = 12
 NAMED_SIZES = {"small": 60e6, "base": 250e6, "large": 780e6, "xl": 3e9, "xxl": 11e9}
+
+
+def max_concurrent_trials(spec: SweepSpec, cluster: dict[str, float]) -> int:
+    """Trials that fit at once: GPUs bound it on a GPU cluster. Each trial keeps one CPU beyond its
+    workers' for its data pipeline (Ray Data tasks), so training workers never starve the data."""
+    if spec.concurrency != "auto":
+        return spec.concurrency
+    resources = spec.resources
+    limits = [int(cluster.get("CPU", 0) // (1 + resources.workers * resources.cpus_per_worker))]
+    gpus_per_trial = resources.workers * resources.gpus_per_worker
+    if gpus_per_trial > 0:
+        limits.append(int(cluster.get("GPU", 0) // gpus_per_trial))
+    return max(1, min(limits))
 
 
 def model_params(name: str) -> float | None:
@@ -39,33 +56,22 @@ def model_params(name: str) -> float | None:
     return None
 
 
-def trial_examples(config: dict[str, Any], spec: SweepSpec) -> float:
+def trial_examples(config: TrialConfig, spec: SweepSpec) -> float:
     estimate = spec.estimate
     if estimate.examples_per_trial is not None:
         return estimate.examples_per_trial
-    mixture = config.get("mixture", {})
-    per_task = mixture.get("samples_per_task")
-    per_task = estimate.examples_per_task_all if per_task in (None, "all") else float(per_task)
-    tasks = mixture.get("tasks")
-    n_tasks = len(tasks) if isinstance(tasks, list) else estimate.training_tasks
-    return per_task * n_tasks
+    mixture = config.mixture
+    per_task = (estimate.examples_per_task_all if mixture.samples_per_task == "all"
+                else float(mixture.samples_per_task))
+    n_tasks = len(mixture.tasks) if isinstance(mixture.tasks, list) else estimate.training_tasks
+    return per_task * n_tasks * mixture.stream_multiple
 
 
-def trial_tokens(config: dict[str, Any], spec: SweepSpec) -> float:
-    train = config.get("train", {})
-    steps = train.get("max_steps")
-    if steps:
-        batch = train.get("global_batch_size") or (
-            train.get("micro_batch_size", 8) * train.get("grad_accum", 1) * train.get("workers", 1))
-        return float(steps) * batch * config.get("mixture", {}).get("max_length", 2048)
-    epochs = train.get("epochs") or spec.estimate.epochs
-    return trial_examples(config, spec) * spec.estimate.tokens_per_example * epochs
-
-
-def stage_trial_count(spec: SweepSpec, trials: list[PlannedTrial], stage: str) -> int:
-    search = next(s.search for s in spec.stages if s.name == stage)
-    count = sum(trial.stage == stage for trial in trials)
-    return search.num_samples if search else count
+def trial_tokens(config: TrialConfig, spec: SweepSpec) -> float:
+    train = config.train
+    if train.max_steps is not None:
+        return float(train.max_steps) * train.rows_per_step * config.mixture.max_length
+    return trial_examples(config, spec) * spec.estimate.tokens_per_example * (train.epochs or 1)
 
 
 def trials_by_label(trials: list[PlannedTrial], label: str, weights: dict[str, float]) -> dict[str, int]:
@@ -77,22 +83,20 @@ def trials_by_label(trials: list[PlannedTrial], label: str, weights: dict[str, f
     return {key: int(round(value)) for key, value in counts.most_common()}
 
 
-def plan_summary(spec: SweepSpec, trials: list[PlannedTrial], cluster: dict[str, float] | None = None) -> dict[str, Any]:
+def plan_summary(sweep: Sweep, cluster: dict[str, float] | None = None) -> dict[str, Any]:
     """What `sweep plan --json` prints. `cluster` (CPU/GPU totals) sets the concurrency figure."""
-    from imlsweep.sweep.driver import max_concurrent_trials
-
-    by_stage = {stage.name: stage_trial_count(spec, trials, stage.name) for stage in spec.stages}
+    spec, trials = sweep.spec, sweep.trials
+    by_stage = {stage.name: sweep.planned_count(stage.name) for stage in spec.stages}
     axes = {stage.name: {key: len(values) for key, values in stage.axes.items()} for stage in spec.stages}
     cells = {stage.name: [cell.name for cell in stage.cells] for stage in spec.stages if stage.cells}
     per_task = {stage.name: len(stage.per_task.tasks) for stage in spec.stages if stage.per_task}
-    weights = {stage.name: stage_trial_count(spec, trials, stage.name) / max(1, sum(t.stage == stage.name for t in trials))
-               for stage in spec.stages}
+    # a search stage's one template trial stands for all its samples
+    weights = {stage.name: by_stage[stage.name] / max(1, len(sweep.stage_trials(stage.name))) for stage in spec.stages}
     tokens = sum(trial_tokens(trial.config, spec) * weights[trial.stage] for trial in trials)
     gpus = spec.resources.workers * spec.resources.gpus_per_worker
-    names = Counter(trial.config.get("model", {}).get("name") for trial in trials)
-    params = spec.estimate.model_params or max(
-        (model_params(name) or 0 for name in names if name), default=0) or None
-    exported = sum(bool(trial.config.get("train", {}).get("export_hf")) for trial in trials)
+    names = Counter(trial.config.model.name for trial in trials)
+    params = spec.estimate.model_params or max((model_params(name) or 0 for name in names), default=0) or None
+    exported = sum(trial.config.train.export_hf for trial in trials)
     concurrency = max_concurrent_trials(spec, cluster) if cluster else None
     summary: dict[str, Any] = {
         "sweep": spec.name,

@@ -16,14 +16,14 @@ One row per (trial, evaluated task, shots). Columns:
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pandas as pd
 
+from imlsweep import storage
 from imlsweep.sweep.expand import PlannedTrial
-from imlsweep.sweep.state import ERROR_FILE, RESULT_FILE, TrialFiles, read_result
-from imlsweep.train import storage
+from imlsweep.sweep.state import TrialFiles
+from imlsweep.trial_dir import TrialDir, TrialResult, has_failed_attempts, is_finished
 
 RESULTS_FILE = "results.parquet"
 TASK_COLUMNS = ("task_id", "benchmark", "category", "level", "shots", "rougeL", "exact_match",
@@ -32,20 +32,13 @@ RUN_COLUMNS = ("train_examples", "train_time_s", "train_tokens")
 FIXED_COLUMNS = ("sweep", "stage", "trial", "status") + TASK_COLUMNS + RUN_COLUMNS
 
 
-def read_task_metrics(trial_dir: str) -> list[dict[str, Any]]:
-    text = storage.read_text(storage.join(trial_dir, "metrics.json"))
-    if text is None:
-        return []
-    return list(json.loads(text).get("tasks", []))
-
-
-def trial_rows(sweep: str, trial: PlannedTrial, trial_dir: str, result: dict[str, Any] | None) -> list[dict[str, Any]]:
+def trial_rows(sweep: str, trial: PlannedTrial, trial_dir: TrialDir, result: TrialResult | None) -> list[dict[str, Any]]:
     """Rows of one trial: one per evaluated task and shots; one bare row for a failed trial."""
     head = {"sweep": sweep, "stage": trial.stage, "trial": trial.name,
             "status": "completed" if result is not None else "error"}
-    run = {key: (result or {}).get(key) for key in RUN_COLUMNS}
-    tasks = read_task_metrics(trial_dir) if result is not None else []
-    labels = trial.labels | (result or {}).get("labels", {})  # a search trial records its sampled values
+    run = {key: getattr(result, key) if result is not None else None for key in RUN_COLUMNS}
+    tasks = trial_dir.task_metrics() if result is not None else []
+    labels = trial.labels | (result.labels if result is not None else {})  # a search trial records its sampled values
     rows = [head | {key: task.get(key) for key in TASK_COLUMNS} | run | labels for task in tasks]
     return rows or [head | {key: None for key in TASK_COLUMNS} | run | labels]
 
@@ -62,13 +55,14 @@ def results_table(sweep: str, sweep_dir: str, trials: list[PlannedTrial], files:
             rows += cache[trial.name]
             continue
         names = files.get(trial.name, set())
-        if RESULT_FILE not in names and ERROR_FILE not in names:
+        if not is_finished(names) and not has_failed_attempts(names):
             continue
-        result = read_result(sweep_dir, trial.name) if RESULT_FILE in names else None
-        trial_result_rows = trial_rows(sweep, trial, storage.join(sweep_dir, trial.name), result)
+        trial_dir = TrialDir(storage.join(sweep_dir, trial.name))
+        result = trial_dir.read_result() if is_finished(names) else None
+        rows_of_trial = trial_rows(sweep, trial, trial_dir, result)
         if result is not None:
-            cache[trial.name] = trial_result_rows
-        rows += trial_result_rows
+            cache[trial.name] = rows_of_trial
+        rows += rows_of_trial
     table = pd.DataFrame(rows, columns=list(FIXED_COLUMNS) if not rows else None)
     for column in table.columns:
         if column not in FIXED_COLUMNS and mixes_types(table[column]):
@@ -81,8 +75,8 @@ def mixes_types(column: pd.Series) -> bool:
     return len(kinds - {bool}) > 1 or (bool in kinds and len(kinds) > 1)
 
 
-def write_results(sweep: str, sweep_dir: str, trials: list[PlannedTrial], files: TrialFiles,
-                  finished_rows: dict[str, list[dict[str, Any]]] | None = None) -> str:
+def write_results_table(sweep: str, sweep_dir: str, trials: list[PlannedTrial], files: TrialFiles,
+                        finished_rows: dict[str, list[dict[str, Any]]] | None = None) -> str:
     uri = storage.join(sweep_dir, RESULTS_FILE)
     table = results_table(sweep, sweep_dir, trials, files, finished_rows)
     storage.write_bytes(uri, table.to_parquet(index=False))

@@ -89,16 +89,22 @@ class Stage(StrictModel):
 
 
 class Resources(StrictModel):
+    """What each trial holds; written into every trial's `train.workers`, `train.cpus_per_worker` and
+    `train.gpus_per_worker` (a sweep's trials do not set those themselves)."""
+
     workers: int = Field(default=1, ge=1, description="Ray Train workers per trial")
-    gpus_per_worker: float = Field(default=0, ge=0)
-    cpus_per_worker: float = Field(default=1, ge=0)
+    gpus_per_worker: float = Field(default=0, ge=0, description="a fraction shares a GPU between workers")
+    cpus_per_worker: float = Field(default=1, gt=0)
     in_process: bool = Field(
         default=True, description="single-worker trials run inside Tune's reused trial "
         "process: imports, worker start and process group are paid once per process, not per trial; such trials "
         "keep no checkpoints and rerun from the start if cut off")
 
 
-class Retention(StrictModel):
+class SweepRetention(StrictModel):
+    """What a sweep keeps of its finished trials (which checkpoints a trial keeps while it runs is the
+    trial's `train.keep`)."""
+
     checkpoints: Literal["keep", "delete_when_done"] = Field(
         default="delete_when_done", description="a finished trial needs no checkpoint to resume")
     hf_model: Literal["all", "dependencies", "none"] = Field(
@@ -116,17 +122,20 @@ class Tracking(StrictModel):
 class Estimate(StrictModel):
     """Figures the plan multiplies out; the user sets them for their hardware and data."""
 
+    retired_keys = {"epochs": "the plan reads each trial's own `train.epochs`"}
+
     model_params: float | None = Field(default=None, description="parameters; derived from the model config if null")
     tokens_per_example: float = 512
     examples_per_task_all: float = Field(default=3150, description="train pool of a task when samples_per_task is all")
     training_tasks: float = Field(default=757, description="tasks in a mixture whose tasks are `all`")
     examples_per_trial: float | None = Field(default=None, description="overrides the per-task arithmetic")
-    epochs: float = 2
     gpu_tokens_per_s: float = Field(default=3000, gt=0, description="training throughput of one GPU")
     checkpoint_bytes_per_param: float = Field(default=2, description="2 for a bf16 Hugging Face export")
 
 
 class SweepSpec(StrictModel):
+    retired_keys = {"max_failures": "renamed to `trial_retries`"}
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     corpus: str = Field(description="corpus config YAML (built once, cached) or a built corpus directory")
@@ -134,10 +143,11 @@ class SweepSpec(StrictModel):
     stages: list[Stage] = Field(min_length=1)
     resources: Resources = Resources()
     concurrency: int | Literal["auto"] = "auto"
-    max_failures: int = Field(default=2, ge=0, description="retries of a failing trial")
+    trial_retries: int = Field(default=2, ge=0, description="times Ray Tune runs a failed trial again (a trial's "
+                               "own worker restarts are its `train.worker_restarts`)")
     storage: str = Field(default="runs", description="a folder or an s3:// / gs:// URI; the sweep directory "
                          "is <storage>/<name>")
-    retention: Retention = Retention()
+    retention: SweepRetention = SweepRetention()
     tracking: Tracking = Tracking()
     estimate: Estimate = Estimate()
 

@@ -7,20 +7,19 @@ summary and table go out in one batch, so a 961-run sweep makes a few requests p
 inside W&B's rate limits. Without WANDB_API_KEY it runs offline and writes the run files under the
 trial directory (`wandb/offline-run-*/run-<id>.wandb`). W&B writes them with local file IO, so for an
 s3:// or gs:// sweep they go to the trial's folder in the cache of the machine that ran the trial
-(`imlsweep.sweep.loading.local_dir`), to be synced from there. The key is read by wandb from the
+(`imlsweep.storage.local_folder`), to be synced from there. The key is read by wandb from the
 environment and never passed, logged or stored by this module.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from imlsweep.sweep.spec import Tracking
-from imlsweep.train import storage
+from imlsweep.trial_dir import TrialDir
 
 
 def wandb_mode(tracking: Tracking) -> str:
@@ -32,13 +31,6 @@ def wandb_mode(tracking: Tracking) -> str:
 def run_id(sweep: str, trial: str) -> str:
     """Stable across retries and resumes, so a trial keeps one run."""
     return hashlib.sha1(f"{sweep}/{trial}".encode()).hexdigest()[:16]
-
-
-def read_history(trial_dir: str) -> list[dict[str, Any]]:
-    text = storage.read_text(storage.join(trial_dir, "metrics.jsonl"))
-    if text is None:
-        return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def numeric_items(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -53,7 +45,7 @@ def numeric_items(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]
     return flat
 
 
-def log_trial_run(tracking: Tracking, *, sweep: str, stage: str, trial: str, trial_dir: str, wandb_dir: Path,
+def log_trial_run(tracking: Tracking, *, sweep: str, stage: str, trial: str, trial_dir: TrialDir, wandb_dir: Path,
                   labels: dict[str, Any], trial_config: dict[str, Any], summary: dict[str, float],
                   tasks: list[dict[str, Any]]) -> str:
     """Write the trial's W&B run (its files under the local `wandb_dir`); returns the run id."""
@@ -68,7 +60,7 @@ def log_trial_run(tracking: Tracking, *, sweep: str, stage: str, trial: str, tri
         settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, x_disable_meta=True),
     )
     try:
-        for row in read_history(trial_dir):
+        for row in trial_dir.read_metrics_log():
             values = numeric_items(row)
             step = values.pop("step", None)
             run.log(values, step=int(step) if step is not None else None)

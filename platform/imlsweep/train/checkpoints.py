@@ -32,8 +32,8 @@ class Progress:
     train_time_s: float = 0.0
 
 
-def retention(train: TrainConfig) -> dict[str, Any]:
-    """Keyword arguments of `ray.train.CheckpointConfig`."""
+def checkpoint_config_kwargs(train: TrainConfig) -> dict[str, Any]:
+    """Keyword arguments of `ray.train.CheckpointConfig` for the trial's `keep`."""
     if train.keep == "last":
         return {"num_to_keep": train.num_to_keep}
     if train.keep == "best":
@@ -45,10 +45,6 @@ def retention(train: TrainConfig) -> dict[str, Any]:
 def checkpoint_due(train: TrainConfig, step: int) -> bool:
     """A periodic checkpoint after this optimizer step (the final one is always written unless `none`)."""
     return train.keep != "none" and train.checkpoint_every is not None and step % train.checkpoint_every == 0
-
-
-def checkpoint_dir_name(step: int) -> str:
-    return f"checkpoint_{step:06d}"
 
 
 def save_state(engine: Any, directory: str, progress: Progress) -> None:

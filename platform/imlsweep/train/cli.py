@@ -25,13 +25,11 @@ def train_command(args: argparse.Namespace) -> int:
     config = load_trial_config(args.config)
     check_trial(config)  # bad model, tokenizer or init_from: an error before Ray starts
 
-    import ray
-
+    from imlsweep.ray_session import ray_session
     from imlsweep.train.trial import run_trial
 
-    if not ray.is_initialized():
-        ray.init()  # the cluster in RAY_ADDRESS, else a local instance
-    result = run_trial(config, args.storage)
+    with ray_session():
+        result = run_trial(config, args.storage)
     if args.json:
         print_json(asdict(result))
     else:

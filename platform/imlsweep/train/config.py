@@ -19,12 +19,17 @@ from imlsweep.eval.config import EvalConfig
 from imlsweep.train.model import ModelConfig
 
 Precision = Literal["bf16", "fp16", "fp32"]
-Retention = Literal["all", "last", "best", "none"]
+KeptCheckpoints = Literal["all", "last", "best", "none"]
 
 
 class TrainConfig(StrictModel):
-    workers: int = Field(default=1, ge=1, description="Ray Train workers (one per GPU with use_gpu)")
-    use_gpu: bool = False
+    retired_keys = {"use_gpu": "set `gpus_per_worker` (GPUs each worker holds; fractions allowed)",
+                    "max_failures": "renamed to `worker_restarts`"}
+
+    workers: int = Field(default=1, ge=1, description="Ray Train workers")
+    cpus_per_worker: float = Field(default=1, gt=0, description="CPUs Ray reserves for each worker")
+    gpus_per_worker: float = Field(default=0, ge=0, description="GPUs Ray reserves for each worker; a fraction "
+                                   "shares a GPU between workers; 0 trains on CPU")
     zero_stage: int = Field(default=2, ge=0, le=3, description="DeepSpeed ZeRO stage")
     offload_optimizer: bool = Field(default=False, description="optimizer state on CPU (ZeRO 1-3)")
     offload_params: bool = Field(default=False, description="parameters on CPU (ZeRO 3)")
@@ -35,20 +40,22 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(default=0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
     clip: float = Field(default=1.0, ge=0, description="gradient norm clipping; 0 turns it off")
-    micro_batch_size: int = Field(default=8, ge=1, description="packed rows per worker per forward pass")
+    micro_batch_size: int = Field(default=8, ge=1, description="rows per worker per forward pass")
     grad_accum: int | None = Field(default=None, ge=1, description="derived from global_batch_size when unset")
     global_batch_size: int | None = Field(default=None, ge=1, description="rows per optimizer step, all workers")
     max_steps: int | None = Field(default=None, ge=1, description="optimizer steps; or set epochs")
-    epochs: int | None = Field(default=None, ge=1, description="passes over the mixture; 1 when max_steps is unset")
+    epochs: int | None = Field(default=None, ge=1, description="passes over the mixture's stream; 1 when max_steps "
+                               "is unset")
     log_every: int = Field(default=10, ge=1, description="report metrics every N optimizer steps")
     checkpoint_every: int | None = Field(default=None, ge=1, description="steps between checkpoints; always one at the end")
-    keep: Retention = Field(default="last", description="which checkpoints stay on disk; none writes none")
+    keep: KeptCheckpoints = Field(default="last", description="which checkpoints stay on disk; none writes none")
     num_to_keep: int = Field(default=1, ge=1, description="how many checkpoints `last` / `best` keep")
     export_hf: bool = Field(default=False, description="write the final weights as a Hugging Face folder (hf_model/)")
     deepspeed: dict[str, Any] | str | None = Field(
         default=None, description="raw DeepSpeed config (dict or JSON file) merged over the derived one")
     seed: int = 1234
-    max_failures: int = Field(default=1, ge=0, description="worker failures a trial survives by resuming")
+    worker_restarts: int = Field(default=1, ge=0, description="times Ray Train restarts the workers of a trial "
+                                 "after one fails, each time from the last checkpoint")
     fail_at_step: int | None = Field(
         default=None, ge=1, description="for testing restarts only: rank 0 raises once after this optimizer step")
 
@@ -59,7 +66,7 @@ class TrainConfig(StrictModel):
         if self.offload_optimizer and self.zero_stage == 0:
             raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3, not 0")
         if self.precision == "fp16" and not self.use_gpu:
-            raise ValueError(f"precision fp16 (ZeRO stage {self.zero_stage}) needs use_gpu: true; "
+            raise ValueError(f"precision fp16 (ZeRO stage {self.zero_stage}) needs GPUs (gpus_per_worker > 0); "
                              "DeepSpeed on CPU runs bf16 or fp32")
         if self.max_steps is not None and self.epochs is not None:
             raise ValueError("set max_steps or epochs, not both")
@@ -74,6 +81,10 @@ class TrainConfig(StrictModel):
                                  f"{self.workers} = {rows_per_accum * self.grad_accum}, not global_batch_size "
                                  f"{self.global_batch_size}")
         return self
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpus_per_worker > 0
 
     @property
     def accumulation_steps(self) -> int:

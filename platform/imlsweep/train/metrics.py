@@ -1,9 +1,7 @@
-"""Training metrics: what a logging window accumulates, the throughput and MFU it reports, and the
-`metrics.jsonl` lines of the trial directory."""
+"""Training metrics: what a logging window accumulates, and the throughput and MFU it reports."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 # Dense bf16 peak FLOP/s per GPU, for the MFU estimate.
@@ -54,13 +52,6 @@ def model_flops_utilization(n_params: int, n_layers: int, hidden: int, seq_len: 
     return flops_per_token * tokens_per_s / device_peak
 
 
-def metrics_lines(records: list[dict]) -> str:
-    return "".join(json.dumps(record, sort_keys=True) + "\n" for record in records)
-
-
-def records_up_to(text: str | None, step: int) -> list[dict]:
-    """The lines of an earlier attempt's metrics.jsonl up to the step training resumes from."""
-    if not text:
-        return []
-    records = [json.loads(line) for line in text.splitlines() if line.strip()]
+def records_up_to(records: list[dict], step: int) -> list[dict]:
+    """An earlier attempt's metrics.jsonl records up to the step training resumes from."""
     return [record for record in records if record.get("step", 0) <= step]

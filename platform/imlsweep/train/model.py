@@ -18,7 +18,7 @@ from imlsweep.assets import TINY_MODELS_DIR
 from imlsweep.config import StrictModel
 from imlsweep.data.tokenizer import TINY_TOKENIZER
 from imlsweep.errors import UserError
-from imlsweep.train import storage
+from imlsweep import storage
 
 ModelKind = Literal["causal", "seq2seq"]
 

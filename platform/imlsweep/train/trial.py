@@ -2,7 +2,7 @@
 return what the trial produced.
 
 Sweeps call `run_trial` inside a Ray Tune function trainable and pass Tune's report callback; the
-trial directory `<storage>/<name>/` holds trial.yaml, metrics.jsonl, checkpoints and hf_model/.
+trial directory (`imlsweep.trial_dir`) holds trial.yaml, metrics.jsonl, checkpoints and hf_model/.
 A single-worker trial can run `in_process`: the worker loop runs in the calling process, so a reused
 Tune actor pays for imports, worker start and process-group set-up once, not once per trial; such a
 trial keeps no checkpoints (it reruns from the start if cut off).
@@ -11,31 +11,30 @@ Names are the trial's own (no timestamps), so a rerun of the same trial finds it
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from imlsweep.config import dump_config
+from imlsweep import storage
 from imlsweep.errors import UserError
-from imlsweep.train import storage
-from imlsweep.train.checkpoints import retention
-from imlsweep.train.config import TrialConfig
+from imlsweep.train.checkpoints import checkpoint_config_kwargs
+from imlsweep.train.config import TrainConfig, TrialConfig
 from imlsweep.train.deepspeed_config import deepspeed_config
-from imlsweep.train.worker import TRAIN_DATASET, WorkerSession, run_worker, train_loop_per_worker
+from imlsweep.train.worker import TRAIN_DATASET, WorkerSession, WorkerSetup, run_worker, train_loop_per_worker
+from imlsweep.trial_dir import TrialDir
 
 
 @dataclass
-class TrialResult:
+class TrialRun:
+    """What running a trial produced; its trial directory holds the rest (metrics.json, predictions)."""
+
     name: str
-    trial_dir: str
+    trial_dir: str  # the trial directory's location
     metrics: dict[str, Any]  # the final report
     checkpoint: str | None  # the latest checkpoint kept, if any
     hf_model_dir: str | None
     train_time_s: float
     train_tokens: int
     train_examples: int
-    eval_metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def check_trial(config: TrialConfig) -> str:
@@ -69,14 +68,14 @@ def total_steps(config: TrialConfig, dataset: Any) -> int:
     return steps
 
 
-def trial_dir(storage_path: str, name: str) -> str:
-    if "://" not in storage_path:
-        storage_path = os.path.abspath(os.path.expanduser(storage_path))
-    return storage.join(storage_path, name)
+def scaling_config_kwargs(train: TrainConfig) -> dict[str, Any]:
+    """Keyword arguments of `ray.train.ScalingConfig`: what each worker holds (GPU fractions included)."""
+    resources = {"CPU": train.cpus_per_worker} | ({"GPU": train.gpus_per_worker} if train.use_gpu else {})
+    return {"num_workers": train.workers, "use_gpu": train.use_gpu, "resources_per_worker": resources}
 
 
 def run_trial(config: TrialConfig, storage_path: str, *, callbacks: Sequence[Any] = (), dataset: Any = None,
-              in_process: bool = False, on_report: Callable[[dict[str, Any]], None] | None = None) -> TrialResult:
+              in_process: bool = False, on_report: Callable[[dict[str, Any]], None] | None = None) -> TrialRun:
     """Run one trial with a Ray Train `TorchTrainer`. `dataset` (a Ray Dataset of packed rows in the
     data -> train contract) replaces the one built from `config.corpus` + `config.mixture`.
     `in_process`: run the one worker's loop here instead (the caller holds its CPU/GPU); its reports
@@ -86,41 +85,39 @@ def run_trial(config: TrialConfig, storage_path: str, *, callbacks: Sequence[Any
         raise UserError(f"{config.name}: an in-process trial has one worker, not {config.train.workers}")
     if dataset is None:
         dataset = build_dataset(config, kind)
-    directory = trial_dir(storage_path, config.name)
-    storage.write_text(storage.join(directory, "trial.yaml"), dump_config(config))
-    setup = {"trial": config.model_dump(mode="json"), "trial_dir": directory,
-             "deepspeed": deepspeed_config(config.train), "total_steps": total_steps(config, dataset)}
+    trial_dir = TrialDir.of(storage_path, config.name)
+    trial_dir.write_config(config)
+    setup = WorkerSetup(config=config, trial_dir=trial_dir, deepspeed=deepspeed_config(config.train),
+                        total_steps=total_steps(config, dataset))
     if in_process:
         metrics, checkpoint = run_here(setup, dataset, on_report), None
     else:
-        metrics, checkpoint = run_on_ray_train(config, setup, dataset, callbacks)
-    return TrialResult(
-        name=config.name, trial_dir=directory, metrics=metrics, checkpoint=checkpoint,
-        hf_model_dir=storage.join(directory, "hf_model") if config.train.export_hf else None,
+        metrics, checkpoint = run_on_ray_train(setup, dataset, callbacks)
+    return TrialRun(
+        name=config.name, trial_dir=trial_dir.uri, metrics=metrics, checkpoint=checkpoint,
+        hf_model_dir=trial_dir.hf_model if config.train.export_hf else None,
         train_time_s=float(metrics.get("train_time_s", 0.0)), train_tokens=int(metrics.get("train_tokens", 0)),
         train_examples=int(metrics.get("train_examples", 0)),
-        eval_metrics=read_eval_metrics(directory) if config.eval is not None else {},
     )
 
 
-def run_on_ray_train(config: TrialConfig, setup: dict[str, Any], dataset: Any,
-                     callbacks: Sequence[Any]) -> tuple[dict[str, Any], str | None]:
+def run_on_ray_train(setup: WorkerSetup, dataset: Any, callbacks: Sequence[Any]) -> tuple[dict[str, Any], str | None]:
     """The final metrics and the latest checkpoint kept."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from imlsweep.data.pipeline import train_data_config
 
-    train = config.train
+    train = setup.config.train
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=setup,
+        train_loop_config={"setup": setup},
         torch_config=TorchConfig(backend="nccl" if train.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=train.workers, use_gpu=train.use_gpu),
+        scaling_config=ray.train.ScalingConfig(**scaling_config_kwargs(train)),
         run_config=ray.train.RunConfig(
-            name=config.name, storage_path=setup["trial_dir"].rsplit("/", 1)[0],
-            checkpoint_config=ray.train.CheckpointConfig(**retention(train)),
-            failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
+            name=setup.config.name, storage_path=setup.trial_dir.uri.rsplit("/", 1)[0],
+            checkpoint_config=ray.train.CheckpointConfig(**checkpoint_config_kwargs(train)),
+            failure_config=ray.train.FailureConfig(max_failures=train.worker_restarts),
             callbacks=list(callbacks) or None),
         datasets={TRAIN_DATASET: dataset},
         dataset_config=train_data_config(),
@@ -129,7 +126,7 @@ def run_on_ray_train(config: TrialConfig, setup: dict[str, Any], dataset: Any,
     return dict(result.metrics or {}), result.checkpoint.path if result.checkpoint is not None else None
 
 
-def run_here(setup: dict[str, Any], dataset: Any, on_report: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+def run_here(setup: WorkerSetup, dataset: Any, on_report: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     """The worker loop in this process, as the only worker; returns the last metrics it reported."""
     reported: list[dict[str, Any]] = [{}]
 
@@ -153,11 +150,3 @@ def build_dataset(config: TrialConfig, kind: str) -> Any:
         # (OPT-IML's step-based runs) stay streamed.
         dataset = dataset.materialize()
     return dataset
-
-
-def read_eval_metrics(directory: str) -> dict[str, Any]:
-    """metrics.json, as the evaluation wrote it into the trial directory."""
-    from imlsweep.eval.results import METRICS_FILE
-
-    text = storage.read_text(storage.join(directory, METRICS_FILE))
-    return json.loads(text) if text else {}

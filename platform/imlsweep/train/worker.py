@@ -3,31 +3,40 @@ and checkpoints through the session's report (`ray.train.report` on Ray Train wo
 trial's evaluation (when it has one). An in-process trial runs the same loop with a one-worker
 session of its own: no checkpoints, reports straight to the caller (Ray Tune).
 
-Every worker reports at the same steps (Ray Train gathers one report per worker). A restarted worker
-loads the last checkpoint and skips the micro-batches of the current epoch it already trained on, so
-no example is seen twice in an epoch because of the restart.
+`run_worker` reads top to bottom: set up, train (each step, then the decision to log, checkpoint and
+report), export, evaluate, report the end. Every worker reports at the same steps (Ray Train gathers one
+report per worker). A restarted worker loads the last checkpoint and skips the micro-batches of the
+current epoch it already trained on, so no example is seen twice in an epoch because of the restart.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from imlsweep.eval.results import scalar_metrics
-from imlsweep.train import storage
-from imlsweep.train.checkpoints import (Progress, checkpoint_dir_name, checkpoint_due, export_hf, load_state,
-                                        save_state)
+from imlsweep.train.checkpoints import Progress, checkpoint_due, export_hf, load_state, save_state
 from imlsweep.train.config import TrainConfig, TrialConfig
-from imlsweep.train.metrics import (Window, metrics_lines, model_flops_utilization, peak_flops, records_up_to,
-                                    window_metrics)
+from imlsweep.train.metrics import Window, model_flops_utilization, peak_flops, records_up_to, window_metrics
+from imlsweep.trial_dir import TrialDir, checkpoint_dir_name
 
 TRAIN_DATASET = "train"
 
 
 class InjectedFailure(RuntimeError):
     """Raised by the `train.fail_at_step` test hook."""
+
+
+@dataclass
+class WorkerSetup:
+    """What the driver hands every worker of a trial."""
+
+    config: TrialConfig
+    trial_dir: TrialDir
+    deepspeed: dict[str, Any]  # the derived DeepSpeed config
+    total_steps: int  # optimizer steps the schedule spans
 
 
 @dataclass
@@ -42,146 +51,202 @@ class WorkerSession:
     keeps_checkpoints: bool
 
 
-def train_loop_per_worker(setup: dict[str, Any]) -> None:
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train's entry point on each worker."""
     import ray.train
 
     context = ray.train.get_context()
-    run_worker(setup, WorkerSession(rank=context.get_world_rank(), world_size=context.get_world_size(),
-                                    shard=ray.train.get_dataset_shard(TRAIN_DATASET),
-                                    checkpoint=ray.train.get_checkpoint(), report=ray.train.report,
-                                    keeps_checkpoints=True))
+    run_worker(loop_config["setup"], WorkerSession(
+        rank=context.get_world_rank(), world_size=context.get_world_size(),
+        shard=ray.train.get_dataset_shard(TRAIN_DATASET), checkpoint=ray.train.get_checkpoint(),
+        report=ray.train.report, keeps_checkpoints=True))
 
 
-def run_worker(setup: dict[str, Any], session: WorkerSession) -> None:
-    import torch
+def run_worker(setup: WorkerSetup, session: WorkerSession) -> None:
+    run = WorkerRun(setup, session)
+    for batch in run.batches():
+        if not run.train_step(batch):
+            continue  # inside a gradient accumulation
+        if run.done():
+            break
+        if run.log_due():
+            run.log_and_report(with_checkpoint=run.checkpoint_due())
+        run.inject_failure_if_asked()
+    run.export()
+    evaluation = run.evaluate()
+    run.report_end(evaluation)
 
-    from imlsweep.data.pipeline import iter_train_batches
-    from imlsweep.data.tokenizer import load_tokenizer
-    from imlsweep.eval.trial import evaluate_in_worker
-    from imlsweep.train.engine import initialize_engine
-    from imlsweep.train.loss import batch_loss
-    from imlsweep.train.model import load_model, model_kind
-    from imlsweep.train.schedule import lr_scheduler
 
-    trial = TrialConfig.model_validate(setup["trial"])
-    train = trial.train
-    trial_dir: str = setup["trial_dir"]
-    rank, workers = session.rank, session.world_size
+class WorkerRun:
+    """One worker's training: the engine, where training stands, and the metrics since the last report."""
 
-    torch.manual_seed(train.seed)
-    flash = train.use_gpu and flash_attention_available()
-    model = load_model(trial.model, trial.init_from, attn_implementation="flash_attention_2" if flash else None)
-    kind = model_kind(model.config)
-    tokenizer = load_tokenizer(trial.model.tokenizer_name)
-    engine, scheduler = initialize_engine(model, setup["deepspeed"], lr_scheduler(train, setup["total_steps"]),
-                                          use_gpu=train.use_gpu)
-    keeps_checkpoints = session.keeps_checkpoints and train.keep != "none"
+    def __init__(self, setup: WorkerSetup, session: WorkerSession):
+        import torch
 
-    progress = Progress()
-    checkpoint = session.checkpoint
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            progress = load_state(engine, directory)
-    resumed = checkpoint is not None
-    metrics_uri = storage.join(trial_dir, "metrics.jsonl")
-    records = records_up_to(storage.read_text(metrics_uri), progress.step) if rank == 0 else []
+        from imlsweep.data.tokenizer import load_tokenizer
+        from imlsweep.train.engine import initialize_engine
+        from imlsweep.train.model import load_model, model_kind
+        from imlsweep.train.schedule import lr_scheduler
 
-    device = engine.device
-    n_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
-    device_peak = peak_flops(torch.cuda.get_device_name()) if train.use_gpu else None
-    window, window_start = Window(), time.perf_counter()
-    start_time = time.perf_counter() - progress.train_time_s
-    seq_len = 0
+        self.setup, self.session = setup, session
+        self.config: TrialConfig = setup.config
+        self.train: TrainConfig = setup.config.train
+        torch.manual_seed(self.train.seed)
+        self.flash = self.train.use_gpu and flash_attention_available()
+        self.model = load_model(self.config.model, self.config.init_from,
+                                attn_implementation="flash_attention_2" if self.flash else None)
+        self.kind = model_kind(self.model.config)
+        self.tokenizer = load_tokenizer(self.config.model.tokenizer_name)
+        self.engine, self.scheduler = initialize_engine(self.model, setup.deepspeed,
+                                                        lr_scheduler(self.train, setup.total_steps),
+                                                        use_gpu=self.train.use_gpu)
+        self.keeps_checkpoints = session.keeps_checkpoints and self.train.keep != "none"
+        self.progress = Progress()
+        self.resumed = session.checkpoint is not None
+        if self.resumed:
+            with session.checkpoint.as_directory() as directory:
+                self.progress = load_state(self.engine, directory)
+        # rank 0 keeps metrics.jsonl: an earlier attempt's lines up to the step training resumes from
+        self.records = records_up_to(setup.trial_dir.read_metrics_log(), self.progress.step) if session.rank == 0 else []
+        self.last_metrics: dict[str, Any] = self.records[-1] if self.records else {}
+        # the same on every rank, so every rank takes part in the same collectives
+        self.logged_step = self.checkpointed_step = self.progress.step if self.resumed else -1
+        self.window, self.window_start = Window(), time.perf_counter()
+        self.start_time = time.perf_counter() - self.progress.train_time_s
+        self.n_params = sum(getattr(p, "ds_numel", p.numel()) for p in self.model.parameters())
+        self.device_peak = peak_flops(torch.cuda.get_device_name()) if self.train.use_gpu else None
+        self.seq_len = 0
 
-    last_metrics: dict[str, Any] = records[-1] if records else {}
-    # the same on every rank, so every rank takes part in the same collectives
-    logged_step = checkpointed_step = progress.step if resumed else -1
+    # -- the data ----------------------------------------------------------------------------------------
 
-    def log(with_checkpoint: bool, extra: dict[str, Any]) -> None:
-        """Reduce the window over workers, append to metrics.jsonl, report (with a checkpoint). A step
-        already logged (the final report right after a periodic one) is reported again, not re-logged."""
-        nonlocal window, window_start, last_metrics, logged_step, checkpointed_step
-        if logged_step != progress.step:
-            sums = torch.tensor(window.as_list(), dtype=torch.float64, device=device)
-            torch.distributed.all_reduce(sums)
-            sums = sums.tolist()
-            progress.train_tokens += int(sums[2])
-            progress.train_examples += int(sums[3])
-            progress.train_time_s = time.perf_counter() - start_time
-            last_metrics = {"step": progress.step, "epoch": progress.epoch,
-                            **window_metrics(sums, workers, time.perf_counter() - window_start),
-                            "lr": scheduler.get_last_lr()[0],
-                            "grad_norm": float(engine.get_global_grad_norm() or 0.0),
-                            "train_tokens": progress.train_tokens, "train_examples": progress.train_examples,
-                            "train_time_s": progress.train_time_s}
-            if device_peak:
-                last_metrics["mfu"] = model_flops_utilization(n_params, model.config.num_hidden_layers,
-                                                              model.config.hidden_size, seq_len,
-                                                              last_metrics["tokens_per_s"], device_peak)
-            if rank == 0:
-                records.append(last_metrics)
-                storage.write_text(metrics_uri, metrics_lines(records))
-            window, window_start, logged_step = Window(), time.perf_counter(), progress.step
-        with_checkpoint = with_checkpoint and checkpointed_step != progress.step
-        report(session, engine, {**last_metrics, **extra}, progress, with_checkpoint)
-        if with_checkpoint:
-            checkpointed_step = progress.step
+    def batches(self) -> Iterator[dict[str, Any]]:
+        """Micro-batches on the engine's device, epoch after epoch, from where training stands; stops
+        when the epochs are done (a run by steps stops itself with `done`)."""
+        from imlsweep.data.pipeline import iter_train_batches
 
-    shard = session.shard
-    while not training_done(train, progress):
-        batches = iter_train_batches(shard, train.micro_batch_size, kind, pad_token_id=tokenizer.pad_token_id,
-                                     skip_batches=progress.batches_in_epoch, seed=train.seed + progress.epoch)
-        for batch in batches:
-            batch = {key: value.to(device) for key, value in batch.items()}
-            loss, target_tokens = batch_loss(engine, batch, mask_dtype=model.dtype, document_attention=not flash)
-            engine.backward(loss)
-            boundary = engine.is_gradient_accumulation_boundary()
-            engine.step()
-            tokens, examples = batch_sizes(batch)
-            window.add(loss.item(), int(target_tokens), tokens, examples)
-            progress.batches_in_epoch += 1
-            seq_len = batch["input_ids"].shape[1]
-            if not boundary:
-                continue
-            progress.step += 1
-            if training_done(train, progress):
-                break
-            if checkpoint_due(train, progress.step) or progress.step % train.log_every == 0:
-                log(keeps_checkpoints and checkpoint_due(train, progress.step), {})
-            if train.fail_at_step == progress.step and not resumed and rank == 0:
-                raise InjectedFailure(f"train.fail_at_step: injected failure after step {progress.step}")
-        else:  # the epoch's batches ran out
-            if progress.batches_in_epoch == 0:
-                raise RuntimeError(f"worker {rank}: its shard yields no batch of {train.micro_batch_size} rows")
-            progress.epoch, progress.batches_in_epoch = progress.epoch + 1, 0
+        while not self.done():
+            for batch in iter_train_batches(self.session.shard, self.train.micro_batch_size, self.kind,
+                                            pad_token_id=self.tokenizer.pad_token_id,
+                                            skip_batches=self.progress.batches_in_epoch,
+                                            seed=self.train.seed + self.progress.epoch):
+                yield {key: value.to(self.engine.device) for key, value in batch.items()}
+            if self.progress.batches_in_epoch == 0:
+                raise RuntimeError(f"worker {self.session.rank}: its shard yields no batch of "
+                                   f"{self.train.micro_batch_size} rows")
+            self.progress.epoch, self.progress.batches_in_epoch = self.progress.epoch + 1, 0
 
-    if train.export_hf:
+    # -- the step ----------------------------------------------------------------------------------------
+
+    def train_step(self, batch: dict[str, Any]) -> bool:
+        """Forward, backward and (at the end of an accumulation) the optimizer step; True when the
+        optimizer stepped."""
+        from imlsweep.train.loss import batch_loss
+
+        loss, target_tokens = batch_loss(self.engine, batch, mask_dtype=self.model.dtype,
+                                         document_attention=not self.flash)
+        self.engine.backward(loss)
+        boundary = self.engine.is_gradient_accumulation_boundary()
+        self.engine.step()
+        tokens, examples = batch_sizes(batch)
+        self.window.add(loss.item(), int(target_tokens), tokens, examples)
+        self.progress.batches_in_epoch += 1
+        self.seq_len = batch["input_ids"].shape[1]
+        if boundary:
+            self.progress.step += 1
+        return boundary
+
+    def done(self) -> bool:
+        return training_done(self.train, self.progress)
+
+    # -- the decisions after a step ----------------------------------------------------------------------
+
+    def checkpoint_due(self) -> bool:
+        return self.keeps_checkpoints and checkpoint_due(self.train, self.progress.step)
+
+    def log_due(self) -> bool:
+        return self.checkpoint_due() or self.progress.step % self.train.log_every == 0
+
+    def inject_failure_if_asked(self) -> None:
+        if self.train.fail_at_step == self.progress.step and not self.resumed and self.session.rank == 0:
+            raise InjectedFailure(f"train.fail_at_step: injected failure after step {self.progress.step}")
+
+    # -- logging, checkpointing, reporting ---------------------------------------------------------------
+
+    def close_window(self) -> None:
+        """Reduce the metrics since the last report over the workers; rank 0 appends them to
+        metrics.jsonl. A step already logged (the final report right after a periodic one) is not logged
+        again."""
+        import torch
+
+        if self.logged_step == self.progress.step:
+            return
+        sums = torch.tensor(self.window.as_list(), dtype=torch.float64, device=self.engine.device)
+        torch.distributed.all_reduce(sums)
+        sums = sums.tolist()
+        progress = self.progress
+        progress.train_tokens += int(sums[2])
+        progress.train_examples += int(sums[3])
+        progress.train_time_s = time.perf_counter() - self.start_time
+        metrics = {"step": progress.step, "epoch": progress.epoch,
+                   **window_metrics(sums, self.session.world_size, time.perf_counter() - self.window_start),
+                   "lr": self.scheduler.get_last_lr()[0],
+                   "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
+                   "train_tokens": progress.train_tokens, "train_examples": progress.train_examples,
+                   "train_time_s": progress.train_time_s}
+        if self.device_peak:
+            metrics["mfu"] = model_flops_utilization(self.n_params, self.model.config.num_hidden_layers,
+                                                     self.model.config.hidden_size, self.seq_len,
+                                                     metrics["tokens_per_s"], self.device_peak)
+        if self.session.rank == 0:
+            self.records.append(metrics)
+            self.setup.trial_dir.write_metrics_log(self.records)
+        self.last_metrics = metrics
+        self.window, self.window_start, self.logged_step = Window(), time.perf_counter(), progress.step
+
+    def log_and_report(self, with_checkpoint: bool, extra: dict[str, Any] | None = None) -> None:
+        self.close_window()
+        metrics = {**self.last_metrics, **(extra or {})}
+        if not with_checkpoint or self.checkpointed_step == self.progress.step:
+            self.session.report(metrics)
+            return
+        import ray.train
+
+        with tempfile.TemporaryDirectory() as directory:
+            save_state(self.engine, directory, self.progress)
+            self.session.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                                checkpoint_dir_name=checkpoint_dir_name(self.progress.step))
+        self.checkpointed_step = self.progress.step
+
+    # -- after training ----------------------------------------------------------------------------------
+
+    def export(self) -> None:
+        """The final weights as a Hugging Face folder, gathered on rank 0 (every rank takes part)."""
+        if not self.train.export_hf:
+            return
+        from imlsweep import storage
+
         with tempfile.TemporaryDirectory() as out_dir:
-            if export_hf(engine, tokenizer, out_dir):
-                storage.upload_dir(out_dir, storage.join(trial_dir, "hf_model"))
-    evaluation = evaluate_in_worker(engine, tokenizer, trial, trial_dir, rank, workers)
-    # Not "done": Ray Tune reads a reported `done` as the end of the trial and tears it down mid-fit.
-    log(keeps_checkpoints, {"training_finished": True, **(scalar_metrics(evaluation) if evaluation else {})})
+            if export_hf(self.engine, self.tokenizer, out_dir):
+                storage.upload_dir(out_dir, self.setup.trial_dir.hf_model)
+
+    def evaluate(self) -> dict[str, Any] | None:
+        from imlsweep.eval.trial import evaluate_in_worker
+
+        return evaluate_in_worker(self.engine, self.tokenizer, self.config, self.setup.trial_dir,
+                                  self.session.rank, self.session.world_size)
+
+    def report_end(self, evaluation: dict[str, Any] | None) -> None:
+        from imlsweep.eval.results import scalar_metrics
+
+        # Not "done": Ray Tune reads a reported `done` as the end of the trial and tears it down mid-fit.
+        self.log_and_report(self.keeps_checkpoints, {"training_finished": True,
+                                                     **(scalar_metrics(evaluation) if evaluation else {})})
 
 
 def training_done(train: TrainConfig, progress: Progress) -> bool:
     if train.max_steps is not None:
         return progress.step >= train.max_steps
     return progress.epoch >= (train.epochs or 1)
-
-
-def report(session: WorkerSession, engine: Any, metrics: dict[str, Any], progress: Progress,
-           with_checkpoint: bool) -> None:
-    if not with_checkpoint:
-        session.report(metrics)
-        return
-    import ray.train
-
-    with tempfile.TemporaryDirectory() as directory:
-        save_state(engine, directory, progress)
-        session.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
-                       checkpoint_dir_name=checkpoint_dir_name(progress.step))
 
 
 def batch_sizes(batch: dict[str, Any]) -> tuple[int, int]:

@@ -14,7 +14,8 @@ from typing import Any
 
 from imlsweep.config import StrictModel, load_config
 from imlsweep.corpus.adapters.fields import outputs_list, require_text, require_text_list, type_name
-from imlsweep.corpus.config import InstructionType, RecordsSource
+from imlsweep.corpus.config import RecordsSource
+from imlsweep.corpus.schema import INSTRUCTION_TYPES, InstructionType
 from imlsweep.corpus.task import Example, InvalidTask, SourceTask, TaskProblem
 from imlsweep.errors import UserError
 
@@ -116,7 +117,7 @@ def task_metadata(first_row: dict, metadata: TaskMetadata | None, source: Record
         raise TaskProblem("category", f"missing (no {fields.category!r} column and no metadata entry)")
     for key in ("category", "instruction_type", "definition", "language"):
         require_text(values[key], key)
-    if values["instruction_type"] not in ("task", "instance", "keywords"):
+    if values["instruction_type"] not in INSTRUCTION_TYPES:
         raise TaskProblem("instruction_type", f"must be task, instance or keywords, got {values['instruction_type']!r}")
     return values
 

@@ -1,15 +1,35 @@
 """Files on storage: a local directory, or s3:// / gs:// through pyarrow filesystems. Trials write their
-directories through it, and sweeps their state, specs and results, so a sweep can live in a bucket."""
+directories through it, and sweeps their state, specs and results, so a sweep can live in a bucket.
+
+What only local file IO can write (a built corpus, Tune's experiment state, W&B run files, a report)
+goes to the location's folder on this machine: `local_folder`.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pyarrow.fs as pafs
 
 
 def is_remote(uri: str) -> bool:
     return "://" in uri
+
+
+def absolute(location: str) -> str:
+    """A location as it is recorded: a URI as given, a local folder made absolute."""
+    return location if is_remote(location) else str(Path(location).expanduser().resolve())
+
+
+def local_folder(location: str) -> Path:
+    """This machine's folder of a location: the location itself when it is a local folder; for an s3:// or
+    gs:// URI, a folder in the user's cache (XDG_CACHE_HOME, else ~/.cache)."""
+    if not is_remote(location):
+        return Path(location)
+    scheme, path = location.split("://", 1)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "imlsweep" / scheme / path.strip("/")
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:

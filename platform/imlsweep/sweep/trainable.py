@@ -1,0 +1,109 @@
+"""The Ray Tune function trainable of one sweep trial.
+
+It calls `run_trial` (which builds and fits a `TorchTrainer`, the Ray Train V2 pattern, or trains in this
+process for a single-worker trial), logs the trial's W&B run, applies the sweep's retention and writes
+`trial_result.json` last: the proof the trial is done. A trial that finished just before a driver died is
+not run again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from imlsweep.sweep.expand import PlannedTrial, sampled_trial
+from imlsweep.sweep.spec import SweepSpec
+from imlsweep.trial_dir import TrialDir, TrialResult
+
+# (trial config, storage path, callbacks) -> an object with TrialRun's fields; tests replace the trainer
+TrialRunner = Callable[..., Any]
+
+
+@dataclass
+class StageContext:
+    """What every trainable of a stage needs; shipped once through the object store."""
+
+    sweep: str
+    sweep_dir: str  # a storage location (Sweep.uri)
+    spec: SweepSpec
+    stage: str
+    trials: dict[str, PlannedTrial]  # a search stage has one template trial
+    in_process: bool  # trials run in the trainable's own process (see `runs_in_process`)
+    runner: TrialRunner | None = None  # None: imlsweep.train.trial.run_trial
+
+
+def runs_in_process(spec: SweepSpec) -> bool:
+    """Single-worker trials run inside the (reused) trainable."""
+    return spec.resources.in_process and spec.resources.workers == 1
+
+
+def trainable_resources(spec: SweepSpec, in_process: bool) -> dict[str, float]:
+    """An in-process trial trains in the trainable, which holds the worker's CPU and GPU; otherwise the
+    trainable only waits on its TorchTrainer and holds (almost) nothing the workers or data need."""
+    if not in_process:
+        return {"CPU": 0.01}
+    return {"CPU": spec.resources.cpus_per_worker, "GPU": spec.resources.gpus_per_worker}
+
+
+def trainable(params: dict[str, Any], context: StageContext) -> None:
+    from ray import tune
+
+    name = tune.get_context().get_trial_name()
+    trial = context.trials.get(name) or sampled_trial(
+        next(iter(context.trials.values())), name, params, f"search space of stage {context.stage}")
+    trial_dir = TrialDir.of(context.sweep_dir, name)
+    finished = trial_dir.read_result()
+    if finished is not None:  # finished just before a driver died: nothing to do
+        tune.report(final_report(finished))
+        return
+    start = time.perf_counter()
+    try:
+        run = run_trial_here(context, trial)
+    except Exception as error:
+        trial_dir.record_error(error)
+        raise
+    metrics = json.loads(json.dumps(run.metrics, default=str))
+    wandb_run_id = None
+    if context.spec.tracking.wandb:
+        from imlsweep.storage import local_folder
+        from imlsweep.sweep.tracking import log_trial_run, numeric_items
+
+        wandb_run_id = log_trial_run(
+            context.spec.tracking, sweep=context.sweep, stage=trial.stage, trial=name, trial_dir=trial_dir,
+            wandb_dir=local_folder(trial_dir.uri), labels=trial.labels,
+            trial_config=trial.config.model_dump(mode="json"),
+            summary=numeric_items(metrics) | {"train_time_s": run.train_time_s, "train_tokens": run.train_tokens,
+                                              "train_examples": run.train_examples},
+            tasks=trial_dir.task_metrics())
+    if context.spec.retention.checkpoints == "delete_when_done":
+        trial_dir.delete_checkpoints()
+    result = TrialResult(trial=name, stage=trial.stage, labels=trial.labels, metrics=metrics,
+                         train_time_s=run.train_time_s, train_tokens=run.train_tokens,
+                         train_examples=run.train_examples, hf_model_dir=run.hf_model_dir,
+                         wandb_run_id=wandb_run_id, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                         trial_wall_s=time.perf_counter() - start)
+    trial_dir.write_result(result)  # last: the proof the trial is done
+    tune.report(final_report(result))
+
+
+def run_trial_here(context: StageContext, trial: PlannedTrial) -> Any:
+    if context.runner is not None:
+        return context.runner(trial.config, context.sweep_dir, callbacks=())
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from imlsweep.train.trial import run_trial
+
+    return run_trial(trial.config, context.sweep_dir, callbacks=[TuneReportCallback()], in_process=context.in_process,
+                     on_report=tune.report)
+
+
+def final_report(result: TrialResult) -> dict[str, float]:
+    """The trial's last report to Tune: its final metrics and run figures, as flat numbers."""
+    from imlsweep.sweep.tracking import numeric_items
+
+    return numeric_items(result.metrics) | {"train_time_s": result.train_time_s,
+                                            "train_tokens": float(result.train_tokens),
+                                            "train_examples": float(result.train_examples)}
