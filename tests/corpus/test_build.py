@@ -79,6 +79,11 @@ def test_pkg_paths_and_the_shipped_configs_load():
     bench = load_corpus_config(REPO / "sweeps" / "corpora" / "opt_iml_bench.yaml")
     assert {source.benchmark for source in bench.sources} == {
         "superni", "promptsource", "flan", "crossfit", "exmix", "t5", "unifiedskg", "reasoning"}
+    assert {source.format for source in bench.sources} == {
+        "superni", "promptsource", "flan", "crossfit", "hf", "unifiedskg", "reasoning"}
+    assert bench.sources[1].templates == str((REPO / "data/promptsource/promptsource/templates").resolve())
+    bench_sample = load_corpus_config(REPO / "sweeps" / "corpora" / "opt_iml_bench_sample.yaml")
+    assert bench_sample.sources[1].data == str(SUPERNI_SAMPLE_DIR.parent / "opt_iml_sample" / "promptsource" / "data")
     assert bench.cap_for("flan") == 30_000 and bench.cap_for("superni") == 100_000
     assert bench.canonical_category("Hate Speech Detection") == "Toxic Language Detection"
 

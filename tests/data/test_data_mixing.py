@@ -73,10 +73,18 @@ def test_addons_take_a_fixed_fraction(tmp_path):
     assert sum(s.expected_examples for s in plan.sources) == 1000
 
 
-def test_unweighted_benchmark_is_an_error():
-    manifest = synthetic_manifest({"superni": [10], "reasoning": [10]})
-    with pytest.raises(UserError, match="reasoning"):
-        plan_mixture(MixtureConfig(benchmark_proportions="4/2/20/25/45/2/2"), manifest)
+def test_unweighted_benchmark_is_left_out_of_all_tasks_and_an_error_when_named():
+    manifest = synthetic_manifest({"superni": [10], "crossfit": [10], "reasoning": [10]})
+    # reasoning is outside OPT-IML's vector and crossfit has weight 0: `tasks: all` trains on superni only
+    plan = plan_mixture(MixtureConfig(benchmark_proportions="0/2/20/25/45/2/2"), manifest)
+    assert [s.source_id for s in plan.sources] == ["superni_000"]
+    # the reasoning add-on still draws from the benchmark the vector leaves out
+    with_addon = MixtureConfig(benchmark_proportions="4/2/20/25/45/2/2",
+                               addons=[{"name": "reasoning", "fraction": 0.01, "benchmark": "reasoning"}])
+    assert {s.benchmark for s in plan_mixture(with_addon, manifest).sources} == {"superni", "crossfit", "reasoning"}
+    with pytest.raises(UserError, match="no weight for benchmark.*reasoning"):
+        plan_mixture(MixtureConfig(tasks=["superni_000", "reasoning_000"], benchmark_proportions="4/2/20/25/45/2/2"),
+                     manifest)
 
 
 def test_samples_nested_and_sized():

@@ -1,8 +1,10 @@
-"""Small data the package ships: a real, truncated SuperNI sample and tiny model configs."""
+"""Small data the package ships: a real, truncated SuperNI sample, a sample of every other OPT-IML Bench format
+and tiny model configs."""
 
 from pathlib import Path
 
 ASSETS_DIR = Path(__file__).resolve().parent
 SUPERNI_SAMPLE_DIR = ASSETS_DIR / "superni"
+OPT_IML_SAMPLE_DIR = ASSETS_DIR / "opt_iml_sample"
 TINY_MODELS_DIR = ASSETS_DIR / "tiny_models"
 TINY_TOKENIZER_DIR = ASSETS_DIR / "tiny_tokenizer"

@@ -59,7 +59,8 @@ def task_table(task: SourceTask, category: str, role: TaskRole, config: CorpusCo
     keep = capped_indices(len(task.examples), config.cap_for(task.benchmark), config.seed, task.task_id)
     examples = [task.examples[index] for index in keep]
     test_size, validation_size = held_out_sizes(task.task_id, role, config)
-    splits = instance_splits([example.example_id for example in examples], test_size, validation_size)
+    splits = instance_splits([example.example_id for example in examples], test_size, validation_size,
+                             [example.split for example in examples])
     n = len(examples)
 
     def repeat(value):
@@ -117,7 +118,7 @@ def check_task(task: SourceTask, category: str, config: CorpusConfig, seen: dict
 
 def iterate_tasks(config: CorpusConfig) -> Iterator[SourceTask | InvalidTask | SkippedTask]:
     for source in config.sources:
-        yield from read_source(source, use_source_splits=config.split.use_source_splits)
+        yield from read_source(source, use_source_splits=config.split.use_source_splits, seed=config.seed)
 
 
 class Progress:

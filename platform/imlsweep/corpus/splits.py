@@ -42,12 +42,19 @@ def held_out_sizes(task_id: str, role: TaskRole, config: CorpusConfig) -> tuple[
     return split_config.supervised_test_size, split_config.supervised_validation_size
 
 
-def instance_splits(example_ids: list[str], test_size: int, validation_size: int) -> list[str]:
+def instance_splits(example_ids: list[str], test_size: int, validation_size: int,
+                    source_splits: list[str | None] | None = None) -> list[str]:
     """The first `test_size` examples (in source order) are test, the next `validation_size` validation,
-    the rest train. Rows of one example (several templates) share its split."""
+    the rest train. Rows of one example (several templates) share its split. A row whose source gives
+    its split (`source_splits[i]`, from the source's own train / dev / test files) keeps it and takes no
+    place in that order."""
+    fixed = source_splits or [None] * len(example_ids)
     rank: dict[str, int] = {}
     splits = []
-    for example_id in example_ids:
+    for example_id, source_split in zip(example_ids, fixed):
+        if source_split is not None:
+            splits.append(source_split)
+            continue
         position = rank.setdefault(example_id, len(rank))
         if position < test_size:
             splits.append("test")

@@ -7,13 +7,17 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Example:
-    """One source row; `outputs` holds every reference, `candidates` the options (or None)."""
+    """One source row; `outputs` holds every reference, `candidates` the options (or None).
+
+    `split` is the corpus split the source itself gives the row (its own train / dev / test files,
+    mapped by the source config), or None when the build splits the task's rows by position."""
 
     input: str
     outputs: list[str]
     example_id: str
     candidates: list[str] | None = None
     template_id: str | None = None
+    split: str | None = None
 
 
 @dataclass
@@ -60,9 +64,14 @@ class SkippedTask:
 
 
 class TaskProblem(Exception):
-    """Raised while parsing one task; the adapter turns it into an InvalidTask."""
+    """Raised while parsing one task; the adapter turns it into an InvalidTask. `file` names the file
+    at fault when a task is read from several (a template file, one of its split files)."""
 
-    def __init__(self, field: str, reason: str):
+    def __init__(self, field: str, reason: str, file: str | None = None):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+        self.file = file
+
+    def invalid(self, default_file: str, task_id: str) -> InvalidTask:
+        return InvalidTask(self.file or default_file, task_id, self.field, self.reason)

@@ -62,7 +62,8 @@ class MixtureConfig(StrictModel):
     temperature: float = Field(default=1.0, gt=0)
     benchmark_proportions: str | dict[str, float] | None = Field(
         default=None, description='e.g. "4/2/20/25/45/2/2" over crossfit/exmix/flan/superni/promptsource/t5/'
-                                  'unifiedskg, or {benchmark: weight}; null = the natural (capped) mix')
+                                  'unifiedskg, or {benchmark: weight}; with tasks: all, a benchmark without a '
+                                  'weight (reasoning, or 0) is left out; null = the natural (capped) mix')
     addons: list[AddonConfig] = Field(default_factory=list)
     task_subset: TaskSubsetConfig | None = None
     category_subset: CategorySubsetConfig | None = None

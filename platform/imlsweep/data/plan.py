@@ -82,12 +82,16 @@ def sampled_size(pool_size: int, samples: int | str) -> int:
 def plan_mixture(mixture: MixtureConfig, manifest: pd.DataFrame) -> MixturePlan:
     addon_benchmarks = {a.benchmark for a in mixture.addons if a.benchmark is not None}
     size_column = SPLIT_SIZE_COLUMN[mixture.train_split]
-    tasks = select_tasks(mixture, manifest, addon_benchmarks)
+    proportions = (parse_benchmark_proportions(mixture.benchmark_proportions)
+                   if mixture.benchmark_proportions is not None else None)
+    # `tasks: all` under a proportion vector means the vector's benchmarks: one it gives no weight (reasoning,
+    # outside OPT-IML's vector, or a 0) is not trained on, as OPT-IML's sweeps left reasoning out.
+    unweighted = (set() if proportions is None or mixture.tasks != "all"
+                  else {b for b in manifest["benchmark"].unique() if proportions.get(b, 0.0) <= 0})
+    tasks = select_tasks(mixture, manifest, addon_benchmarks | unweighted)
     if tasks.empty:
         raise UserError("mixture: selects no task of the corpus")
     reserved = sum(a.fraction for a in mixture.addons)
-    proportions = (parse_benchmark_proportions(mixture.benchmark_proportions)
-                   if mixture.benchmark_proportions is not None else None)
     sizes = {t: sampled_size(int(n), mixture.samples_per_task) for t, n in zip(tasks["task_id"], tasks[size_column])}
     if sum(sizes.values()) == 0:
         raise UserError(f"mixture: the selected tasks have no {mixture.train_split} rows")

@@ -1,4 +1,4 @@
-"""JSON Lines / Parquet adapter for field-based, instance-level tasks (PromptSource and FLAN exports).
+"""JSON Lines / Parquet adapter for field-based tasks someone has already rendered (an export of any benchmark).
 
 Each row is one (example, template): input, outputs (a list, or one string), optional candidates,
 template id and example id. Rows are grouped into tasks by the task id column (or, without one, by
@@ -7,13 +7,13 @@ file name). Per-task metadata comes from the `metadata` YAML or from the first r
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from imlsweep.config import StrictModel, load_config
-from imlsweep.corpus.adapters.fields import outputs_list, require_text, require_text_list, type_name
+from imlsweep.corpus.adapters.fields import outputs_list, require_text, require_text_list
+from imlsweep.corpus.adapters.files import read_rows
 from imlsweep.corpus.config import RecordsSource
 from imlsweep.corpus.schema import INSTRUCTION_TYPES, InstructionType
 from imlsweep.corpus.task import Example, InvalidTask, SourceTask, TaskProblem
@@ -42,40 +42,6 @@ def source_files(source: RecordsSource) -> list[Path]:
         if files:
             return files
     raise UserError(f"{path}: no {suffix} file here (source benchmark {source.benchmark})")
-
-
-class UnreadableFile(Exception):
-    def __init__(self, field: str, reason: str):
-        super().__init__(reason)
-        self.field = field
-        self.reason = reason
-
-
-def read_rows(path: Path, file_format: str) -> list[dict]:
-    if file_format == "parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.read_table(path).to_pylist()
-        except Exception as error:  # pyarrow raises several types for a damaged file
-            raise UnreadableFile("<file>", f"not a readable Parquet file: {error}") from None
-    rows = []
-    data = path.read_bytes()
-    for number, line in enumerate(data.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise UnreadableFile(f"line {number}", f"undecodable bytes at offset {error.start} (not UTF-8)") from None
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise UnreadableFile(f"line {number}", f"malformed JSON: {error.msg} at column {error.colno}") from None
-        if not isinstance(row, dict):
-            raise UnreadableFile(f"line {number}", f"expected a JSON object, got {type_name(row)}")
-        rows.append(row)
-    return rows
 
 
 def optional_text(row: dict, key: str, field: str) -> str | None:
@@ -146,9 +112,9 @@ def read_records(source: RecordsSource) -> Iterator[SourceTask | InvalidTask]:
     grouped: dict[str, list[tuple[str, str, dict]]] = {}
     for path in source_files(source):
         try:
-            rows = read_rows(path, source.format)
-        except UnreadableFile as error:
-            yield InvalidTask(str(path), f"(every task in {path.name})", error.field, error.reason)
+            rows = read_rows(path)
+        except TaskProblem as problem:
+            yield problem.invalid(str(path), f"(every task in {path.name})")
             continue
         for number, row in enumerate(rows):
             task_id = row.get(source.fields.task_id, path.stem)
@@ -158,4 +124,4 @@ def read_records(source: RecordsSource) -> Iterator[SourceTask | InvalidTask]:
         try:
             yield build_task(task_id, rows, metadata.get(task_id), source)
         except TaskProblem as problem:
-            yield InvalidTask(rows[0][0], task_id, problem.field, problem.reason)
+            yield problem.invalid(rows[0][0], task_id)
