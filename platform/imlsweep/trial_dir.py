@@ -8,7 +8,9 @@
       predictions.parquet   one row per evaluated item
       metrics.json          every level of the evaluation's aggregation
       trial_result.json     a sweep's record of the finished trial (`TrialResult`): written last, the
-                            only proof that the trial is done
+                            only proof that the trial is done (completed, or stopped early)
+      trial_stopped         beside the result of a trial its scheduler stopped early, so a listing
+                            alone tells stopped from completed
       trial_error.txt       one block per failed attempt; its last line is the error `sweep status` shows
 
 The directory is a storage location (`imlsweep.storage`): a local folder or an s3:// / gs:// URI.
@@ -21,7 +23,7 @@ import json
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -34,6 +36,7 @@ EVAL_METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.parquet"
 RESULT_FILE = "trial_result.json"
 ERROR_FILE = "trial_error.txt"
+STOPPED_FILE = "trial_stopped"
 HF_MODEL_DIR = "hf_model"
 CHECKPOINT_PREFIX = "checkpoint_"
 ATTEMPT_HEADER = "--- attempt failed at "
@@ -46,6 +49,7 @@ class TrialResult(BaseModel):
 
     trial: str
     stage: str
+    status: Literal["completed", "stopped"] = "completed"  # stopped: early stopping ended it; never rerun
     labels: dict[str, Any]  # the result-table values the trial stands for (swept keys, cell labels)
     metrics: dict[str, Any]  # the trial's final report: training metrics and eval/... scalars
     train_time_s: float
@@ -64,6 +68,11 @@ def checkpoint_dir_name(step: int) -> str:
 def is_finished(file_names: set[str]) -> bool:
     """From a listing of the directory's files: the trial finished (it has its result)."""
     return RESULT_FILE in file_names
+
+
+def is_stopped(file_names: set[str]) -> bool:
+    """From a listing: the trial was stopped early by its scheduler (it is finished, not completed)."""
+    return STOPPED_FILE in file_names
 
 
 def has_failed_attempts(file_names: set[str]) -> bool:
@@ -135,6 +144,8 @@ class TrialDir:
     # -- the sweep's record -----------------------------------------------------------------------------
 
     def write_result(self, result: TrialResult) -> None:
+        if result.status == "stopped":
+            storage.write_text(self.file(STOPPED_FILE), "")
         storage.write_text(self.file(RESULT_FILE), result.model_dump_json(indent=1))
 
     def read_result(self) -> TrialResult | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +35,19 @@ class FakeResult:
 
 
 def fake_runner(config, storage_path, *, callbacks=()):
-    """Writes what a trial writes; fails once where `fail_once` marks it, always where `fail_always` does."""
+    """Writes what a trial writes; fails once where `fail_once` marks it, always where `fail_always` does;
+    where `wait_for` names another trial, trains until that trial has started (fails if it never does)."""
     trial_dir = Path(storage_path) / config.name
     trial_dir.mkdir(parents=True, exist_ok=True)
+    (Path(storage_path) / f"started-{config.name}").touch()
+    wait_for = Path(storage_path) / f"wait_for-{config.name}"
+    if wait_for.exists():
+        other = Path(storage_path) / f"started-{wait_for.read_text()}"
+        deadline = time.monotonic() + 120
+        while not other.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{config.name}: {wait_for.read_text()} never started while it trained")
+            time.sleep(0.1)
     runs = trial_dir / "runs.txt"
     runs.write_text(runs.read_text() + "x" if runs.exists() else "x")
     if (Path(storage_path) / f"fail_always-{config.name}").exists():
@@ -86,6 +97,8 @@ def fake_sweep(ray_local, sample_corpus, tmp_path_factory):
     sweep.dir.mkdir(parents=True)
     (sweep.dir / "fail_once-pre-inst").touch()
     (sweep.dir / "fail_always-pre-plain").touch()
+    # pre-inst trains until a trial of the last stage, which depends on nothing, has started
+    (sweep.dir / "wait_for-pre-inst").write_text("search-s0000")
     first = run_sweep(sweep, runner=fake_runner)
     first_results = pd.read_parquet(sweep.dir / "results.parquet")
     first_finished = {name: (sweep.dir / name / "trial_result.json").read_text()
@@ -97,7 +110,7 @@ def fake_sweep(ray_local, sample_corpus, tmp_path_factory):
 
 def test_first_run_retries_records_errors_and_waits(fake_sweep):
     sweep, first, results, _, _ = fake_sweep
-    assert first["counts"] == {"completed": 4, "running": 0, "interrupted": 0, "error": 1, "pending": 1}
+    assert first["counts"] == {"completed": 4, "stopped": 0, "running": 0, "interrupted": 0, "error": 1, "pending": 1}
     assert first["by_stage"] == {"pre": {"completed": 1, "error": 1}, "ft": {"completed": 1, "pending": 1},
                                  "search": {"completed": 2}}
     (failing,) = first["failing"]
@@ -107,6 +120,17 @@ def test_first_run_retries_records_errors_and_waits(fake_sweep):
     by_trial = results.groupby("trial")["status"].first().to_dict()
     assert by_trial == {"pre-inst": "completed", "pre-plain": "error", "ft-inst-samples_per_task=16": "completed",
                         "search-s0000": "completed", "search-s0001": "completed"}
+
+
+def test_independent_trials_start_while_a_dependency_trains(fake_sweep):
+    """One Tune run for every stage: a trial of the last stage started while the first stage's pre-inst
+    trained (pre-inst waits for it and completed), and ft-inst, which starts from pre-inst, only after."""
+    sweep, first, *_ = fake_sweep
+    assert (sweep.dir / "pre-inst" / "trial_result.json").exists()
+    started = {name: (sweep.dir / f"started-{name}").stat().st_mtime_ns
+               for name in ("pre-inst", "search-s0000", "ft-inst-samples_per_task=16")}
+    finished_pre = (sweep.dir / "pre-inst" / "trial_result.json").stat().st_mtime_ns
+    assert started["search-s0000"] <= finished_pre <= started["ft-inst-samples_per_task=16"]
 
 
 def test_resume_runs_the_rest_once(fake_sweep):

@@ -184,7 +184,7 @@ def test_second_stage_started_from_the_bucket(remote_sweep):
 def test_resume_from_the_uri_runs_nothing_again(remote_sweep):
     uri, _, _, results, resumed = remote_sweep
     assert json.loads(resumed.stdout)["counts"]["completed"] == 2
-    assert "pre: 1 trials, 1 done, 0 to run" in resumed.stderr and "ft: 1 trials, 1 done, 0 to run" in resumed.stderr
+    assert "2 trials, 2 done, 0 to run" in resumed.stderr and "pre 1/1, ft 1/1" in resumed.stderr
     for name, text in results.items():
         assert storage.read_text(storage.join(uri, name, "trial_result.json")) == text
 

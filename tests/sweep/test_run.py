@@ -1,6 +1,7 @@
 """The real thing: the 4-trial, 2-stage sweep with the Ray Train trainer, its driver killed with
-SIGKILL after the first trial finishes, then `sweep resume`: nothing finished runs twice, the
-rest finishes, W&B offline runs hold the swept keys and summaries, and the API key is nowhere."""
+SIGKILL while a trial trains (after one trial has finished and another has written a checkpoint), then
+`sweep resume`: nothing finished runs twice, nothing has two results, the rest finishes, W&B offline runs
+hold the swept keys and summaries (one per trial), and the API key is nowhere."""
 
 from __future__ import annotations
 
@@ -51,11 +52,18 @@ def wait_for(predicate, timeout_s: float, process: subprocess.Popen) -> None:
         time.sleep(0.5)
 
 
+def training_with_checkpoint(sweep_dir: Path) -> list[str]:
+    """Trials that have written a checkpoint and have no result yet: they are training."""
+    return [trial.name for trial in sweep_dir.iterdir()
+            if trial.is_dir() and any(trial.glob("checkpoint_*")) and not (trial / "trial_result.json").exists()]
+
+
 @pytest.fixture(scope="module")
 def killed_and_resumed(sample_corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("real")
     data = yaml.safe_load(SPEC.read_text())
     data.update(corpus=str(sample_corpus), storage=str(root / "sweeps"), tracking={"mode": "offline"})
+    data["base"]["train"].update(max_steps=4, checkpoint_every=1)  # long enough to be killed mid-trial
     spec = root / "two_stage.yaml"
     spec.write_text(yaml.safe_dump(data))
     sweep_dir = root / "sweeps" / "two_stage"
@@ -63,10 +71,11 @@ def killed_and_resumed(sample_corpus, tmp_path_factory):
     driver = subprocess.Popen(IMLSWEEP + ["sweep", "run", str(spec)], env=driver_env(), stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: any(sweep_dir.glob("*/trial_result.json")), 240, driver)
+        wait_for(lambda: any(sweep_dir.glob("*/trial_result.json")) and training_with_checkpoint(sweep_dir), 240, driver)
     finally:
         kill_group(driver)
     finished = {path.parent.name: path.read_text() for path in sweep_dir.glob("*/trial_result.json")}
+    assert training_with_checkpoint(sweep_dir), "the driver was killed while a trial trained"
     resumed = subprocess.run(IMLSWEEP + ["sweep", "resume", str(sweep_dir), "--json"], env=driver_env(),
                              capture_output=True, text=True, timeout=240, start_new_session=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -81,7 +90,7 @@ def test_resume_after_kill_runs_nothing_twice(killed_and_resumed):
         assert (sweep_dir / name / "trial_result.json").read_text() == text  # not run again
     runs = offline_runs(sweep_dir)
     assert sorted(run.name for run in runs) == sorted(p.parent.name for p in sweep_dir.glob("*/trial_result.json"))
-    assert "[sweep] ft: done" in stderr
+    assert "[sweep] completed ft-" in stderr
 
 
 def test_real_trials_results_and_stages(killed_and_resumed):

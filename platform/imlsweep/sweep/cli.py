@@ -88,7 +88,8 @@ def execute(sweep, args: argparse.Namespace) -> int:
         print_json(status)
     else:
         print(sweep.uri)
-    return 0 if status["counts"]["completed"] == status["total_trials"] else 1
+    done = status["counts"]["completed"] + status["counts"]["stopped"]  # stopped early is done, on purpose
+    return 0 if done == status["total_trials"] else 1
 
 
 def status_command(args: argparse.Namespace) -> int:

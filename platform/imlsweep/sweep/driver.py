@@ -1,174 +1,202 @@
-"""Running a sweep on Ray Tune: one Tuner per stage, in order, each trial the function trainable of
-`imlsweep.sweep.trainable`. Single-worker trials run in the trainable's own process, and Tune reuses that
-process for the next trial, so short trials pay no per-trial process start. Tune's own experiment state
-stays in the sweep's folder on this machine.
+"""Running a sweep: one Ray Tune run for every trial of every stage, each the function trainable of
+`imlsweep.sweep.trainable`, handed out by `SweepSearcher` as soon as the trial it starts from has
+completed (`imlsweep.sweep.scheduling`). Stages stay names, labels and the spec's order; they are no
+barrier. Single-worker trials run in the trainable's own process, and Tune reuses that process for the
+next trial, so short trials pay no per-trial process start. Tune's own experiment state stays in the
+sweep's folder on this machine.
 
-The sweep directory, not Tune's experiment state, says what is done: a trial with
-`trial_result.json` is never run again, so `run` and `resume` are the same loop over what is left.
-A trial cut off by a dead driver reruns under its own name, and Ray Train finds its checkpoints in
+The sweep directory, not Tune's experiment state, says what is done: a trial with `trial_result.json`
+(completed, or stopped early) is never run again, so `run` and `resume` are the same loop over what is
+left. A trial cut off by a dead driver reruns under its own name, and Ray Train finds its checkpoints in
 its trial directory and resumes from them; a trial that failed runs again with fresh retries.
+
+Bookkeeping per finished trial is constant: one read of that trial's files, counts kept in memory, and
+results.parquet rewritten at most every `RESULTS_EVERY_S` seconds (and at the end).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import sys
 import time
-from typing import Any, Callable
+from collections import Counter
+from typing import Any
 
 from imlsweep.sweep.corpus import ensure_corpus
-from imlsweep.sweep.plan import max_concurrent_trials, plan_summary
-from imlsweep.sweep.results import write_results_table
-from imlsweep.sweep.spec import Search, Stage
-from imlsweep.sweep.state import (all_trials, clear_driver_file, is_completed, stage_names, sweep_status, trial_files,
-                                  write_driver_file)
+from imlsweep.sweep.expand import PlannedTrial
+from imlsweep.sweep.plan import max_concurrent_trials, plan_summary, trial_tokens
+from imlsweep.sweep.queue import QueuedTrial, TrialQueue
+from imlsweep.sweep.results import trial_rows, write_table
+from imlsweep.sweep.scheduling import QueueEntry, StageScheduler, SweepSearcher
+from imlsweep.sweep.state import all_trials, clear_driver_file, is_completed, is_done, trial_files, write_driver_file
 from imlsweep.sweep.sweep import Sweep
-from imlsweep.sweep.trainable import StageContext, TrialRunner, runs_in_process, trainable, trainable_resources
+from imlsweep.sweep.trainable import SweepContext, TrialRunner, runs_in_process, stopped_result, trainable, trainable_resources
+from imlsweep.trial_dir import has_failed_attempts
 
-TUNE_DIR = ".tune"  # Tune's own experiment state, one experiment per stage, in the sweep's local folder
-
-
-def search_trial_namer(stage: str, first: int) -> Callable[[Any], str]:
-    """`<stage>-s0000`, `-s0001`, ... in the order Tune creates the trials (ids may be random)."""
-    names: dict[str, str] = {}
-
-    def name(trial: Any) -> str:
-        return names.setdefault(trial.trial_id, f"{stage}-s{first + len(names):04d}")
-
-    return name
-
-
-def search_space(search: Search) -> dict[str, Any]:
-    from ray import tune
-
-    space = {}
-    for key, dist in search.space.items():
-        if dist.kind == "choice":
-            space[key] = tune.choice(dist.values)
-        elif dist.kind == "randint":
-            space[key] = tune.randint(int(dist.low), int(dist.high))
-        else:
-            space[key] = getattr(tune, dist.kind)(dist.low, dist.high)
-    return space
-
-
-def search_settings(search: Search, done: int, concurrency: int) -> dict[str, Any]:
-    """TuneConfig keys of a search stage; `done` samples already finished (a resume draws the rest)."""
-    from ray.tune.search import BasicVariantGenerator
-
-    if search.algorithm == "optuna":
-        from ray.tune.search.optuna import OptunaSearch
-
-        algorithm = OptunaSearch(metric=search.metric, mode=search.mode, seed=search.seed + done)
-    else:
-        algorithm = BasicVariantGenerator(random_state=search.seed + done, max_concurrent=concurrency)
-    settings = {"search_alg": algorithm, "num_samples": search.num_samples - done}
-    if search.scheduler == "asha":
-        from ray.tune.schedulers import ASHAScheduler
-
-        settings["scheduler"] = ASHAScheduler(metric=search.metric, mode=search.mode)
-    return settings
+TUNE_DIR = ".tune"  # Tune's own experiment state, in the sweep's local folder
+RESULTS_EVERY_S = 10.0
 
 
 def log(message: str) -> None:
     print(f"[sweep] {message}", file=sys.stderr, flush=True)
 
 
-def progress_callback(sweep: Sweep, stage: str, total: int):
+class ResultsBook:
+    """The rows of results.parquet, kept in memory (a finished trial's rows never change) and written
+    whole at most every `every_s` seconds, so each finished trial costs the same whatever came before."""
+
+    def __init__(self, sweep: Sweep, every_s: float) -> None:
+        self.sweep, self.every_s = sweep, every_s
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.written_at = 0.0
+        self.dirty = False
+
+    def add(self, trial: PlannedTrial) -> None:
+        trial_dir = self.sweep.trial_dir(trial.name)
+        result = trial_dir.read_result()
+        self.rows[trial.name] = trial_rows(self.sweep.spec.name, trial, trial_dir, result)
+        self.dirty = True
+        if time.monotonic() - self.written_at >= self.every_s:
+            self.write()
+
+    def write(self) -> None:
+        rows = [row for trial_rows_ in self.rows.values() for row in trial_rows_]
+        write_table(self.sweep.uri, rows)
+        self.written_at, self.dirty = time.monotonic(), False
+
+
+def progress_callback(sweep: Sweep, context: SweepContext, book: ResultsBook, totals: Counter, done: Counter):
     from ray import tune
 
-    class Progress(tune.Callback):
-        """Per-trial progress lines, and results.parquet rewritten as each trial ends."""
+    class SweepProgress(tune.Callback):
+        """Per-trial progress lines; a trial Tune stopped early gets its `stopped` result here; rows to
+        the results book."""
 
         def __init__(self) -> None:
             self.started: dict[str, float] = {}
-            self.finished_rows: dict[str, list[dict[str, Any]]] = {}
 
         def on_trial_start(self, iteration, trials, trial, **info):
             self.started[str(trial)] = time.time()
-            log(f"{stage}: start {trial}")
+            log(f"start {trial}")
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self.finish(trial, "done")
+            planned = context.trial(trial.config)
+            outcome = "completed"
+            if sweep.trial_dir(planned.name).read_result() is None:  # it never wrote its result: Tune stopped it
+                sweep.trial_dir(planned.name).write_result(stopped_result(planned, trial.last_result or {}))
+                outcome = "stopped"
+            self.finish(trial, planned, outcome)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self.finish(trial, "FAILED")
+            planned = context.trial(trial.config)
+            for line in sweep.trial_dir(planned.name).error_lines()[-1:]:
+                log(f"{planned.name}: {line}")
+            self.finish(trial, planned, "FAILED")
 
-        def finish(self, trial, outcome: str) -> None:
+        def finish(self, trial, planned: PlannedTrial, outcome: str) -> None:
             seconds = time.time() - self.started.get(str(trial), time.time())
-            files = trial_files(sweep.uri)  # one listing for the table and the count
-            write_results_table(sweep.spec.name, sweep.uri, all_trials(sweep, files), files, self.finished_rows)
-            if outcome == "FAILED":
-                for line in sweep.trial_dir(str(trial)).error_lines()[-1:]:
-                    log(f"{stage}: {trial}: {line}")
-            done = sum(is_completed(files, name) for name in stage_names(sweep, stage, files))
-            log(f"{stage}: {outcome} {trial} in {seconds:.1f}s ({done}/{total} of the stage done)")
+            book.add(planned)
+            done[planned.stage] += 1
+            log(f"{outcome} {planned.name} in {seconds:.1f}s "
+                f"({done[planned.stage]}/{totals[planned.stage]} of stage {planned.stage} done)")
 
-    return Progress()
+    return SweepProgress()
 
 
-def run_stage(sweep: Sweep, stage: Stage, concurrency: int, runner: TrialRunner | None) -> None:
-    from ray import tune
-
-    total = sweep.planned_count(stage.name)
-    planned = sweep.stage_trials(stage.name)
-    files = trial_files(sweep.uri)
-    done = [name for name in stage_names(sweep, stage.name, files) if is_completed(files, name)]
-    if stage.search is None:
-        blocked = [t.name for t in planned if t.depends_on and not is_completed(files, t.depends_on)]
-        todo = [t.name for t in planned if t.name not in done and t.name not in blocked]
-        if blocked:
-            log(f"{stage.name}: {len(blocked)} trials wait for unfinished trials they start from; "
-                "they run on resume once those finish")
-        remaining = len(todo)
-    else:
-        blocked = [] if not planned[0].depends_on or is_completed(files, planned[0].depends_on) else [planned[0].name]
-        remaining = 0 if blocked else total - len(done)
-    log(f"{stage.name}: {total} trials, {len(done)} done, {remaining} to run, {concurrency} at a time")
-    if remaining <= 0:
-        return
-    in_process = runs_in_process(sweep.spec)
-    context = StageContext(sweep=sweep.spec.name, sweep_dir=sweep.uri, spec=sweep.spec, stage=stage.name,
-                           trials={t.name: t for t in planned}, in_process=in_process, runner=runner)
-    if stage.search is None:
-        param_space = {"trial": tune.grid_search(todo)}
-        settings: dict[str, Any] = {"trial_name_creator": lambda trial: trial.config["trial"]}
-    else:
-        param_space = search_space(stage.search)
-        settings = search_settings(stage.search, len(done), concurrency)
-        settings["trial_name_creator"] = search_trial_namer(stage.name, first=len(stage_names(sweep, stage.name, files)))
-    experiment = sweep.dir / TUNE_DIR / stage.name
-    shutil.rmtree(experiment, ignore_errors=True)  # the sweep directory, not Tune's state, says what is done
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(trainable, context=context),
-                            trainable_resources(sweep.spec, in_process)),
-        param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True,
-                                    trial_dirname_creator=settings["trial_name_creator"], **settings),
-        run_config=tune.RunConfig(
-            name=stage.name, storage_path=str(sweep.dir / TUNE_DIR), verbose=0,
-            failure_config=tune.FailureConfig(max_failures=sweep.spec.trial_retries),
-            callbacks=[progress_callback(sweep, stage.name, total)]),
-    )
-    tuner.fit()
+def estimated_seconds(sweep: Sweep, trial: PlannedTrial) -> float:
+    """A trial's estimated GPU seconds, only to order the runnable trials (longest chain first)."""
+    return trial_tokens(trial.config, sweep.spec) / sweep.spec.estimate.gpu_tokens_per_s
 
 
-def run_sweep(sweep: Sweep, *, runner: TrialRunner | None = None) -> dict[str, Any]:
-    """Run (or resume) every stage in order; returns the final status. Ray must be initialised."""
+def sweep_queue(sweep: Sweep, trials: list[PlannedTrial], files) -> tuple[TrialQueue, dict[str, QueueEntry]]:
+    """The queue of the trials left to run; the done ones release their dependents at once."""
+    search_stages = {stage.name for stage in sweep.spec.stages if stage.search is not None}
+    entries, queued = {}, []
+    per_stage: Counter = Counter()
+    for trial in trials:
+        index = per_stage[trial.stage] if trial.stage in search_stages else None
+        per_stage[trial.stage] += 1
+        if is_done(files, trial.name):
+            continue
+        entries[trial.name] = QueueEntry(stage=trial.stage, search_index=index)
+        queued.append(QueuedTrial(trial.name, trial.depends_on, estimated_seconds(sweep, trial)))
+    completed = {trial.name for trial in trials if is_completed(files, trial.name)}
+    return TrialQueue(queued, done=completed), entries
+
+
+def run_sweep(sweep: Sweep, *, runner: TrialRunner | None = None, holds_workers: bool = False,
+              callbacks: tuple[Any, ...] = ()) -> dict[str, Any]:
+    """Run (or resume) the sweep; returns the final status. Ray must be initialised. `runner` replaces the
+    trainer (tests, `sweep simulate`); `holds_workers`: the trainable holds every worker's resources itself."""
     import ray
+
+    from imlsweep.sweep.state import sweep_status
 
     corpus_dir = ensure_corpus(sweep.spec)
     cluster = ray.cluster_resources()
     sweep.write_spec()
     sweep.write_plan(plan_summary(sweep, cluster))
     concurrency = max_concurrent_trials(sweep.spec, cluster)
+    trials = all_trials(sweep)
+    files = trial_files(sweep.uri)
+    queue, entries = sweep_queue(sweep, trials, files)
+    totals = Counter(trial.stage for trial in trials)
+    done = Counter(trial.stage for trial in trials if is_done(files, trial.name))
     log(f"sweep {sweep.spec.name}: {sweep.uri} (corpus {corpus_dir})")
+    log(f"{len(trials)} trials, {sum(done.values())} done, {queue.pending} to run, {concurrency} at a time; "
+        + ", ".join(f"{stage} {done[stage]}/{totals[stage]}" for stage in totals))
+    for dependency, names in queue.unrunnable.items():
+        log(f"{len(names)} trials start from {dependency}, which did not complete: not run ({', '.join(names[:3])}"
+            + (", ..." if len(names) > 3 else "") + ")")
+    book = ResultsBook(sweep, RESULTS_EVERY_S)
+    for trial in trials:  # rows of trials an earlier run finished (or that failed before)
+        if is_done(files, trial.name) or has_failed_attempts(files.get(trial.name, set())):
+            book.rows[trial.name] = trial_rows(sweep.spec.name, trial, sweep.trial_dir(trial.name),
+                                               sweep.trial_dir(trial.name).read_result())
     write_driver_file(sweep.uri)
     try:
-        for stage in sweep.spec.stages:
-            run_stage(sweep, stage, concurrency, runner)
+        if not queue.exhausted:
+            run_tune(sweep, queue, entries, concurrency, runner, holds_workers, book, totals, done, callbacks)
     finally:
         clear_driver_file(sweep.uri)
-        files = trial_files(sweep.uri)
-        write_results_table(sweep.spec.name, sweep.uri, all_trials(sweep, files), files)
+        book.write()
     return sweep_status(sweep)
+
+
+def run_tune(sweep: Sweep, queue: TrialQueue, entries: dict[str, QueueEntry], concurrency: int,
+             runner: TrialRunner | None, holds_workers: bool, book: ResultsBook, totals: Counter, done: Counter,
+             callbacks: tuple[Any, ...]) -> None:
+    from ray import tune
+
+    in_process = runs_in_process(sweep.spec)
+    templates = {trial.stage: trial for trial in sweep.trials
+                 if next(s for s in sweep.spec.stages if s.name == trial.stage).search is not None}
+    context = SweepContext(sweep=sweep.spec.name, sweep_dir=sweep.uri, spec=sweep.spec,
+                           trials=sweep.trials_by_name | templates, in_process=in_process, runner=runner)
+    searches = {stage.name: stage.search for stage in sweep.spec.stages if stage.search is not None}
+
+    def dropped(trial: str, dependency: str) -> None:
+        log(f"not running {trial}: it starts from {dependency}, which did not complete")
+
+    searcher = SweepSearcher(queue, entries, searches, on_dropped=dropped)
+    experiment = sweep.dir / TUNE_DIR / sweep.spec.name
+    shutil.rmtree(experiment, ignore_errors=True)  # the sweep directory, not Tune's state, says what is done
+    # Tune's default loggers write every report of every trial to its experiment folder: nobody reads them
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(trainable, context=context),
+                            trainable_resources(sweep.spec, in_process, holds_workers)),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=StageScheduler(searches),
+                                    num_samples=queue.pending, max_concurrent_trials=concurrency, reuse_actors=True,
+                                    trial_name_creator=lambda trial: trial.config["trial"],
+                                    trial_dirname_creator=lambda trial: trial.config["trial"]),
+        run_config=tune.RunConfig(
+            name=sweep.spec.name, storage_path=str(sweep.dir / TUNE_DIR), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=sweep.spec.trial_retries),
+            callbacks=[progress_callback(sweep, context, book, totals, done), *callbacks]),
+    )
+    # with those loggers off, Tune's result grid warns that it finds no per-trial files: there are none by design
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    tuner.fit()

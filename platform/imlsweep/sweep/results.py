@@ -1,9 +1,10 @@
-"""The sweep's tidy results table, `<sweep dir>/results.parquet`, rebuilt as trials finish.
+"""The sweep's tidy results table, `<sweep dir>/results.parquet`, written by the driver as trials finish.
 
 One row per (trial, evaluated task, shots). Columns:
 
 - `sweep`, `stage`, `trial`: names (the stage is also the trial's W&B job_type).
-- `status`: `completed`, or `error` for a trial whose retries ran out (one row, task columns null).
+- `status`: `completed`; `stopped` for a trial early stopping ended (one row, no evaluation, its last
+  training metrics in its result); or `error` for a trial whose retries ran out (one row, task columns null).
 - `task_id`, `benchmark`, `category`, `level`, `shots`, `rougeL`, `exact_match`, `accuracy`, `score`,
   `n_eval`: from the trial's `metrics.json` (`tasks` list); `score` is the task's primary metric.
 - `train_examples`, `train_time_s`, `train_tokens`: from the trial's run.
@@ -22,8 +23,7 @@ import pandas as pd
 
 from imlsweep import storage
 from imlsweep.sweep.expand import PlannedTrial
-from imlsweep.sweep.state import TrialFiles
-from imlsweep.trial_dir import TrialDir, TrialResult, has_failed_attempts, is_finished
+from imlsweep.trial_dir import TrialDir, TrialResult
 
 RESULTS_FILE = "results.parquet"
 TASK_COLUMNS = ("task_id", "benchmark", "category", "level", "shots", "rougeL", "exact_match",
@@ -35,7 +35,7 @@ FIXED_COLUMNS = ("sweep", "stage", "trial", "status") + TASK_COLUMNS + RUN_COLUM
 def trial_rows(sweep: str, trial: PlannedTrial, trial_dir: TrialDir, result: TrialResult | None) -> list[dict[str, Any]]:
     """Rows of one trial: one per evaluated task and shots; one bare row for a failed trial."""
     head = {"sweep": sweep, "stage": trial.stage, "trial": trial.name,
-            "status": "completed" if result is not None else "error"}
+            "status": result.status if result is not None else "error"}
     run = {key: getattr(result, key) if result is not None else None for key in RUN_COLUMNS}
     tasks = trial_dir.task_metrics() if result is not None else []
     labels = trial.labels | (result.labels if result is not None else {})  # a search trial records its sampled values
@@ -43,26 +43,8 @@ def trial_rows(sweep: str, trial: PlannedTrial, trial_dir: TrialDir, result: Tri
     return rows or [head | {key: None for key in TASK_COLUMNS} | run | labels]
 
 
-def results_table(sweep: str, sweep_dir: str, trials: list[PlannedTrial], files: TrialFiles,
-                  finished_rows: dict[str, list[dict[str, Any]]] | None = None) -> pd.DataFrame:
-    """All finished (or finally failed) trials' rows; `files` is the sweep's `trial_files` listing.
-    `finished_rows` caches completed trials' rows (they never change), so rewriting the table after
-    each of 961 trials stays cheap."""
-    cache = {} if finished_rows is None else finished_rows
-    rows: list[dict[str, Any]] = []
-    for trial in trials:
-        if trial.name in cache:
-            rows += cache[trial.name]
-            continue
-        names = files.get(trial.name, set())
-        if not is_finished(names) and not has_failed_attempts(names):
-            continue
-        trial_dir = TrialDir(storage.join(sweep_dir, trial.name))
-        result = trial_dir.read_result() if is_finished(names) else None
-        rows_of_trial = trial_rows(sweep, trial, trial_dir, result)
-        if result is not None:
-            cache[trial.name] = rows_of_trial
-        rows += rows_of_trial
+def results_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The table of the finished (or finally failed) trials' rows (`trial_rows`)."""
     table = pd.DataFrame(rows, columns=list(FIXED_COLUMNS) if not rows else None)
     for column in table.columns:
         if column not in FIXED_COLUMNS and mixes_types(table[column]):
@@ -75,9 +57,7 @@ def mixes_types(column: pd.Series) -> bool:
     return len(kinds - {bool}) > 1 or (bool in kinds and len(kinds) > 1)
 
 
-def write_results_table(sweep: str, sweep_dir: str, trials: list[PlannedTrial], files: TrialFiles,
-                        finished_rows: dict[str, list[dict[str, Any]]] | None = None) -> str:
+def write_table(sweep_dir: str, rows: list[dict[str, Any]]) -> str:
     uri = storage.join(sweep_dir, RESULTS_FILE)
-    table = results_table(sweep, sweep_dir, trials, files, finished_rows)
-    storage.write_bytes(uri, table.to_parquet(index=False))
+    storage.write_bytes(uri, results_table(rows).to_parquet(index=False))
     return uri

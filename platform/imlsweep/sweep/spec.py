@@ -56,6 +56,10 @@ class Search(StrictModel):
     metric: str = Field(description="a metric the trial reports, e.g. eval/score or loss")
     mode: Literal["min", "max"] = "max"
     scheduler: Literal["none", "asha"] = "none"
+    # ASHA, counted in the trial's reports to Tune (one per `train.log_every` steps, and validations)
+    grace_period: int = Field(default=1, ge=1, description="reports every sample makes before it can be stopped")
+    reduction_factor: float = Field(default=4, gt=1, description="ASHA keeps 1/reduction_factor at each rung")
+    max_reports: int = Field(default=100, ge=1, description="ASHA's max_t: the last rung")
     space: dict[str, Distribution] = Field(min_length=1, description="dotted key -> distribution")
     seed: int = 0
 

@@ -1,7 +1,8 @@
 """Where a sweep stands, read from its directory alone, so `status` and `resume` work after a crash.
 
-A trial with `trial_result.json` finished (`imlsweep.trial_dir`); one with a directory but no result was
-cut off, failed (it has `trial_error.txt`) or is running. The driver writes `driver.json` with its pid
+A trial with `trial_result.json` is done (`imlsweep.trial_dir`): completed, or stopped early by its
+stage's scheduler (never run again either way); one with a directory but no result was cut off, failed
+(it has `trial_error.txt`) or is running. The driver writes `driver.json` with its pid
 while it runs. Everything is read from one recursive listing of the sweep directory: on an object store,
 asking for each trial's files would cost a request per trial and file.
 """
@@ -13,16 +14,16 @@ import os
 import socket
 import time
 from collections import Counter
-from fnmatch import fnmatchcase
 from typing import Any
 
 from imlsweep import storage
 from imlsweep.sweep.expand import PlannedTrial
+from imlsweep.sweep.search_space import sample_name
 from imlsweep.sweep.sweep import Sweep
-from imlsweep.trial_dir import has_failed_attempts, is_finished
+from imlsweep.trial_dir import has_failed_attempts, is_finished, is_stopped
 
 DRIVER_FILE = "driver.json"
-STATES = ("completed", "running", "interrupted", "error", "pending")
+STATES = ("completed", "stopped", "running", "interrupted", "error", "pending")
 # The files of each folder of a sweep: folder name -> names of the files directly in it
 TrialFiles = dict[str, set[str]]
 
@@ -39,8 +40,15 @@ def trial_files(sweep_dir: str) -> TrialFiles:
     return files
 
 
-def is_completed(files: TrialFiles, trial: str) -> bool:
+def is_done(files: TrialFiles, trial: str) -> bool:
+    """Completed or stopped early: not to be run again."""
     return is_finished(files.get(trial, set()))
+
+
+def is_completed(files: TrialFiles, trial: str) -> bool:
+    """Done and not stopped early: later trials can start from it."""
+    names = files.get(trial, set())
+    return is_finished(names) and not is_stopped(names)
 
 
 def write_driver_file(sweep_dir: str) -> None:
@@ -67,8 +75,8 @@ def driver_alive(sweep_dir: str) -> bool:
 
 
 def trial_state(files: TrialFiles, trial: str, driver_running: bool) -> str:
-    if is_completed(files, trial):
-        return "completed"
+    if is_done(files, trial):
+        return "stopped" if is_stopped(files[trial]) else "completed"
     if trial not in files:
         return "pending"
     if driver_running:
@@ -76,45 +84,34 @@ def trial_state(files: TrialFiles, trial: str, driver_running: bool) -> str:
     return "error" if has_failed_attempts(files[trial]) else "interrupted"
 
 
-def stage_names(sweep: Sweep, stage: str, files: TrialFiles) -> list[str]:
-    """Trial names of a stage: planned ones, or for a search stage those found in the listing."""
-    spec_stage = next(s for s in sweep.spec.stages if s.name == stage)
-    if spec_stage.search is None:
-        return [trial.name for trial in sweep.stage_trials(stage)]
-    return sorted(name for name in files if fnmatchcase(name, f"{stage}-s[0-9]*"))
-
-
-def all_trials(sweep: Sweep, files: TrialFiles) -> list[PlannedTrial]:
-    """Planned trials plus the search trials that ran (their labels come from their result files);
-    a search trial's config lives in its trial directory, so it is the template's here."""
+def all_trials(sweep: Sweep) -> list[PlannedTrial]:
+    """Every trial of the sweep in spec order, a search stage's samples (`<stage>-s0000`, ...) included;
+    a sample's values and config are drawn when it runs (its result records them), so here it carries
+    the stage's template config."""
     trials = []
     for stage in sweep.spec.stages:
         if stage.search is None:
             trials += sweep.stage_trials(stage.name)
         else:
             (template,) = sweep.stage_trials(stage.name)
-            trials += [PlannedTrial(name=name, stage=stage.name, config=template.config, labels=template.labels)
-                       for name in stage_names(sweep, stage.name, files)]
+            trials += [PlannedTrial(name=sample_name(stage.name, index), stage=stage.name, config=template.config,
+                                    labels=template.labels, depends_on=template.depends_on)
+                       for index in range(stage.search.num_samples)]
     return trials
 
 
 def sweep_status(sweep: Sweep) -> dict[str, Any]:
-    """Counts by state (overall and per stage) and the failing trials with their error lines; a search
-    stage counts its samples not yet drawn as pending."""
+    """Counts by state (overall and per stage) and the failing trials with their error lines."""
     running = driver_alive(sweep.uri)
     files = trial_files(sweep.uri)
-    trials = all_trials(sweep, files)
+    trials = all_trials(sweep)
     states = {trial.name: trial_state(files, trial.name, running) for trial in trials}
     by_stage: dict[str, Counter] = {}
     for trial in trials:
         by_stage.setdefault(trial.stage, Counter())[states[trial.name]] += 1
-    for stage in sweep.spec.stages:
-        undrawn = sweep.planned_count(stage.name) - sum(by_stage.get(stage.name, Counter()).values())
-        if stage.search is not None and undrawn > 0:
-            by_stage.setdefault(stage.name, Counter())["pending"] += undrawn
     failing = [{"trial": trial.name, "state": states[trial.name], "errors": sweep.trial_dir(trial.name).error_lines()}
                for trial in trials
-               if has_failed_attempts(files.get(trial.name, set())) and states[trial.name] != "completed"]
+               if has_failed_attempts(files.get(trial.name, set())) and states[trial.name] not in ("completed", "stopped")]
     totals = sum(by_stage.values(), Counter())
     return {
         "sweep_dir": sweep.uri,

@@ -1,6 +1,7 @@
-"""The Ray Tune function trainable of one sweep trial.
+"""The Ray Tune function trainable of every sweep trial.
 
-It calls `run_trial` (which builds and fits a `TorchTrainer`, the Ray Train V2 pattern, or trains in this
+Tune hands it `{"trial", "stage", "params"}` (`imlsweep.sweep.scheduling`): the trial's name, its stage
+and, for a search sample, its drawn values. It calls `run_trial` (which builds and fits a `TorchTrainer`, the Ray Train V2 pattern, or trains in this
 process for a single-worker trial), logs the trial's W&B run, applies the sweep's retention and writes
 `trial_result.json` last: the proof the trial is done. A trial that finished just before a driver died is
 not run again.
@@ -22,16 +23,23 @@ TrialRunner = Callable[..., Any]
 
 
 @dataclass
-class StageContext:
-    """What every trainable of a stage needs; shipped once through the object store."""
+class SweepContext:
+    """What every trainable of the sweep needs; shipped once through the object store."""
 
     sweep: str
     sweep_dir: str  # a storage location (Sweep.uri)
     spec: SweepSpec
-    stage: str
-    trials: dict[str, PlannedTrial]  # a search stage has one template trial
+    trials: dict[str, PlannedTrial]  # planned trials by name; a search stage's template under the stage's name
     in_process: bool  # trials run in the trainable's own process (see `runs_in_process`)
     runner: TrialRunner | None = None  # None: imlsweep.train.trial.run_trial
+
+    def trial(self, params: dict[str, Any]) -> PlannedTrial:
+        """The trial a Tune config stands for: planned, or a search sample made from its stage's template."""
+        name = params["trial"]
+        if name in self.trials:
+            return self.trials[name]
+        template = self.trials[params["stage"]]
+        return sampled_trial(template, name, params["params"], f"search space of stage {params['stage']}")
 
 
 def runs_in_process(spec: SweepSpec) -> bool:
@@ -39,20 +47,27 @@ def runs_in_process(spec: SweepSpec) -> bool:
     return spec.resources.in_process and spec.resources.workers == 1
 
 
-def trainable_resources(spec: SweepSpec, in_process: bool) -> dict[str, float]:
+def trainable_resources(spec: SweepSpec, in_process: bool, holds_workers: bool = False) -> Any:
     """An in-process trial trains in the trainable, which holds the worker's CPU and GPU; otherwise the
-    trainable only waits on its TorchTrainer and holds (almost) nothing the workers or data need."""
-    if not in_process:
+    trainable only waits on its TorchTrainer and holds (almost) nothing the workers or data need.
+    `holds_workers` (`sweep simulate`, where no TorchTrainer starts): the trainable holds every worker's
+    resources itself, in one placement group shaped as Ray Train would ask for them."""
+    resources = spec.resources
+    worker = {"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker}
+    if in_process:
+        return worker
+    if not holds_workers:
         return {"CPU": 0.01}
-    return {"CPU": spec.resources.cpus_per_worker, "GPU": spec.resources.gpus_per_worker}
-
-
-def trainable(params: dict[str, Any], context: StageContext) -> None:
     from ray import tune
 
-    name = tune.get_context().get_trial_name()
-    trial = context.trials.get(name) or sampled_trial(
-        next(iter(context.trials.values())), name, params, f"search space of stage {context.stage}")
+    return tune.PlacementGroupFactory([{"CPU": 0.01}] + [worker] * resources.workers, strategy="PACK")
+
+
+def trainable(params: dict[str, Any], context: SweepContext) -> None:
+    from ray import tune
+
+    trial = context.trial(params)
+    name = trial.name
     trial_dir = TrialDir.of(context.sweep_dir, name)
     finished = trial_dir.read_result()
     if finished is not None:  # finished just before a driver died: nothing to do
@@ -88,7 +103,7 @@ def trainable(params: dict[str, Any], context: StageContext) -> None:
     tune.report(final_report(result))
 
 
-def run_trial_here(context: StageContext, trial: PlannedTrial) -> Any:
+def run_trial_here(context: SweepContext, trial: PlannedTrial) -> Any:
     if context.runner is not None:
         return context.runner(trial.config, context.sweep_dir, callbacks=())
     from ray import tune
@@ -101,9 +116,30 @@ def run_trial_here(context: StageContext, trial: PlannedTrial) -> Any:
 
 
 def final_report(result: TrialResult) -> dict[str, float]:
-    """The trial's last report to Tune: its final metrics and run figures, as flat numbers."""
+    """The trial's last report to Tune: its final metrics and run figures, as flat numbers, marked as the
+    end (`COMPLETED_KEY`), which a trial Tune stopped early never reports."""
+    from imlsweep.sweep.scheduling import COMPLETED_KEY
     from imlsweep.sweep.tracking import numeric_items
 
     return numeric_items(result.metrics) | {"train_time_s": result.train_time_s,
                                             "train_tokens": float(result.train_tokens),
-                                            "train_examples": float(result.train_examples)}
+                                            "train_examples": float(result.train_examples), COMPLETED_KEY: 1.0}
+
+
+def stopped_result(trial: PlannedTrial, last_report: dict[str, Any]) -> TrialResult:
+    """The record of a trial its scheduler stopped: its labels and the metrics it last reported."""
+    from imlsweep.sweep.tracking import numeric_items
+
+    metrics = {key: value for key, value in numeric_items(last_report).items() if key not in TUNE_BOOKKEEPING}
+    return TrialResult(trial=trial.name, stage=trial.stage, status="stopped", labels=trial.labels, metrics=metrics,
+                       train_time_s=float(last_report.get("train_time_s", 0.0)),
+                       train_tokens=int(last_report.get("train_tokens", 0)),
+                       train_examples=int(last_report.get("train_examples", 0)), hf_model_dir=None,
+                       finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                       trial_wall_s=float(last_report.get("time_total_s", 0.0)))
+
+
+# What Tune adds to every report; not the trial's metrics.
+TUNE_BOOKKEEPING = {"timestamp", "time_this_iter_s", "time_total_s", "training_iteration", "pid", "time_since_restore",
+                    "iterations_since_restore", "done", "date", "config", "node_ip", "hostname", "checkpoint_dir_name",
+                    "should_checkpoint"}
