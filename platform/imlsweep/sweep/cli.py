@@ -1,4 +1,4 @@
-"""`imlsweep sweep {plan,run,resume,status}`.
+"""`imlsweep sweep {plan,run,resume,status,simulate}`.
 
 `run` and `resume` use Ray through `imlsweep.ray_session` (the cluster named by --address or
 RAY_ADDRESS, which `ray job submit` sets, else a local instance); they print the sweep directory at
@@ -14,7 +14,7 @@ from imlsweep.output import print_json
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    commands = parser.add_subparsers(dest="sweep_command", metavar="{plan,run,resume,status}")
+    commands = parser.add_subparsers(dest="sweep_command", metavar="{plan,run,resume,status,simulate}")
 
     plan = commands.add_parser("plan", help="trials by stage and axis, resources, GPU-hours and disk estimates")
     plan.add_argument("spec", metavar="SPEC", help="a sweep spec (YAML)")
@@ -37,6 +37,20 @@ def register(parser: argparse.ArgumentParser) -> None:
     status.add_argument("sweep_dir", metavar="DIR", help="a sweep directory or URI (holds sweep.yaml)")
     status.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     status.set_defaults(handler=status_command)
+
+    simulate = commands.add_parser(
+        "simulate", help="the real driver and Tune scheduling on a simulated many-node cluster: makespan, GPU "
+        "utilisation, critical path, driver overhead (each trial holds its resources for its estimated time)")
+    simulate.add_argument("specs", metavar="SPEC", nargs="+", help="sweep specs (YAML); one simulation each")
+    simulate.add_argument("--nodes", type=int, required=True, help="simulated GPU nodes")
+    simulate.add_argument("--gpus-per-node", type=int, required=True)
+    simulate.add_argument("--cpus-per-node", type=int, default=None,
+                          help="default: enough for every GPU's worker (gpus x the spec's cpus_per_worker)")
+    simulate.add_argument("--time-scale", type=float, default=None,
+                          help="seconds here per simulated second (default: the lower bound takes ~5 minutes)")
+    simulate.add_argument("--json", action="store_true",
+                          help="print one JSON object per spec (a list for several) on stdout")
+    simulate.set_defaults(handler=simulate_command)
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +89,9 @@ def execute(sweep, args: argparse.Namespace) -> int:
     from imlsweep.sweep.driver import run_sweep
     from imlsweep.sweep.state import format_status
 
+    from imlsweep.sweep.corpus import ensure_corpus
+
+    ensure_corpus(sweep.spec)
     with ray_session(args.address):
         status = run_sweep(sweep)
     # printed after Ray has shut down, so Ray's last messages do not follow the result
@@ -102,3 +119,32 @@ def status_command(args: argparse.Namespace) -> int:
     else:
         print(format_status(status))
     return 0
+
+
+def simulate_command(args: argparse.Namespace) -> int:
+    from imlsweep.sweep.simulate import format_simulation, simulate, simulated_cluster
+    from imlsweep.sweep.sweep import open_spec
+
+    sweeps = [open_spec(path) for path in args.specs]  # every spec is validated before any cluster starts
+    cpus_per_node = args.cpus_per_node or max(node_cpus(sweep.spec, args.gpus_per_node) for sweep in sweeps)
+    results = []
+    with simulated_cluster(args.nodes, args.gpus_per_node, cpus_per_node):
+        for sweep in sweeps:
+            figures = simulate(sweep, nodes=args.nodes, gpus_per_node=args.gpus_per_node, cpus_per_node=cpus_per_node,
+                               time_scale=args.time_scale)
+            print(format_simulation(figures), file=sys.stderr)
+            results.append(figures)
+    if args.json:
+        print_json(results[0] if len(results) == 1 else results)
+    return 0 if all(figures["trials_ran"] == figures["trials"] for figures in results) else 1
+
+
+def node_cpus(spec, gpus_per_node: int) -> int:
+    """CPUs a simulated node declares: a worker's CPUs for each of its GPUs, plus one for the trial's data;
+    on a CPU-only spec, one trial's workers plus one."""
+    import math
+
+    resources = spec.resources
+    if resources.gpus_per_worker:
+        return math.ceil(gpus_per_node / resources.gpus_per_worker * resources.cpus_per_worker) + 1
+    return math.ceil(resources.workers * resources.cpus_per_worker) + 1

@@ -24,9 +24,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from imlsweep.sweep.corpus import ensure_corpus
 from imlsweep.sweep.expand import PlannedTrial
-from imlsweep.sweep.plan import max_concurrent_trials, plan_summary, trial_tokens
+from imlsweep.sweep.plan import max_concurrent_trials, plan_summary, trial_seconds
 from imlsweep.sweep.queue import QueuedTrial, TrialQueue
 from imlsweep.sweep.results import trial_rows, write_table
 from imlsweep.sweep.scheduling import QueueEntry, StageScheduler, SweepSearcher
@@ -105,11 +104,6 @@ def progress_callback(sweep: Sweep, context: SweepContext, book: ResultsBook, to
     return SweepProgress()
 
 
-def estimated_seconds(sweep: Sweep, trial: PlannedTrial) -> float:
-    """A trial's estimated GPU seconds, only to order the runnable trials (longest chain first)."""
-    return trial_tokens(trial.config, sweep.spec) / sweep.spec.estimate.gpu_tokens_per_s
-
-
 def sweep_queue(sweep: Sweep, trials: list[PlannedTrial], files) -> tuple[TrialQueue, dict[str, QueueEntry]]:
     """The queue of the trials left to run; the done ones release their dependents at once."""
     search_stages = {stage.name for stage in sweep.spec.stages if stage.search is not None}
@@ -121,20 +115,20 @@ def sweep_queue(sweep: Sweep, trials: list[PlannedTrial], files) -> tuple[TrialQ
         if is_done(files, trial.name):
             continue
         entries[trial.name] = QueueEntry(stage=trial.stage, search_index=index)
-        queued.append(QueuedTrial(trial.name, trial.depends_on, estimated_seconds(sweep, trial)))
+        queued.append(QueuedTrial(trial.name, trial.depends_on, trial_seconds(trial.config, sweep.spec)))
     completed = {trial.name for trial in trials if is_completed(files, trial.name)}
     return TrialQueue(queued, done=completed), entries
 
 
 def run_sweep(sweep: Sweep, *, runner: TrialRunner | None = None, holds_workers: bool = False,
               callbacks: tuple[Any, ...] = ()) -> dict[str, Any]:
-    """Run (or resume) the sweep; returns the final status. Ray must be initialised. `runner` replaces the
-    trainer (tests, `sweep simulate`); `holds_workers`: the trainable holds every worker's resources itself."""
+    """Run (or resume) the sweep; returns the final status. Ray must be initialised and the corpus built
+    (`imlsweep.sweep.corpus.ensure_corpus`). `runner` replaces the trainer (tests, `sweep simulate`);
+    `holds_workers`: the trainable holds every worker's resources itself; `callbacks`: more Tune callbacks."""
     import ray
 
     from imlsweep.sweep.state import sweep_status
 
-    corpus_dir = ensure_corpus(sweep.spec)
     cluster = ray.cluster_resources()
     sweep.write_spec()
     sweep.write_plan(plan_summary(sweep, cluster))
@@ -144,7 +138,7 @@ def run_sweep(sweep: Sweep, *, runner: TrialRunner | None = None, holds_workers:
     queue, entries = sweep_queue(sweep, trials, files)
     totals = Counter(trial.stage for trial in trials)
     done = Counter(trial.stage for trial in trials if is_done(files, trial.name))
-    log(f"sweep {sweep.spec.name}: {sweep.uri} (corpus {corpus_dir})")
+    log(f"sweep {sweep.spec.name}: {sweep.uri} (corpus {sweep.corpus_dir})")
     log(f"{len(trials)} trials, {sum(done.values())} done, {queue.pending} to run, {concurrency} at a time; "
         + ", ".join(f"{stage} {done[stage]}/{totals[stage]}" for stage in totals))
     for dependency, names in queue.unrunnable.items():

@@ -74,6 +74,13 @@ def trial_tokens(config: TrialConfig, spec: SweepSpec) -> float:
     return trial_examples(config, spec) * spec.estimate.tokens_per_example * (train.epochs or 1)
 
 
+def trial_seconds(config: TrialConfig, spec: SweepSpec) -> float:
+    """A trial's estimated wall seconds: its tokens over the throughput of its GPUs (of its workers on CPU)."""
+    resources = spec.resources
+    devices = resources.workers * resources.gpus_per_worker or resources.workers
+    return trial_tokens(config, spec) / (spec.estimate.gpu_tokens_per_s * devices)
+
+
 def trials_by_label(trials: list[PlannedTrial], label: str, weights: dict[str, float]) -> dict[str, int]:
     """Trial counts by a label's value, e.g. `setting`: {single_task: 952, multi_task: 9}."""
     counts: Counter = Counter()
