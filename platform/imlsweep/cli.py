@@ -18,7 +18,7 @@ from imlsweep.output import json_stdout
 # (group name, module that defines `register(subparsers)`, one-line help)
 COMMAND_GROUPS = [
     ("corpus", "imlsweep.corpus.cli", "build, inspect and check the consolidated task corpus"),
-    ("mixture", "imlsweep.data.cli", "explain and preview a training mixture"),
+    ("mixture", "imlsweep.data.cli", "explain and preview a training mixture; its token cache"),
     ("train", "imlsweep.train.cli", "run one trial: Ray Train + DeepSpeed"),
     ("eval", "imlsweep.eval.cli", "evaluate a checkpoint; score predictions like the SuperNI scorer"),
     ("sweep", "imlsweep.sweep.cli", "plan, run, resume and inspect sweeps with Ray Tune"),

@@ -8,6 +8,7 @@ goes to the location's folder on this machine: `local_folder`.
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -49,7 +50,7 @@ def write_bytes(uri: str, data: bytes) -> None:
     parent, name = path.rsplit("/", 1)
     filesystem.create_dir(parent, recursive=True)
     local = isinstance(filesystem, pafs.LocalFileSystem)
-    target = f"{parent}/.{name}.tmp" if local else path
+    target = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp" if local else path  # one per writer: writers may race
     with filesystem.open_output_stream(target) as stream:
         stream.write(data)
     if local:

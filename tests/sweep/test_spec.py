@@ -179,3 +179,34 @@ def test_single_worker_trials_run_in_the_trainable():
     assert not runs_in_process(quick)
     grid = load_spec(SWEEPS / "stl_mtl_sample_efficiency.yaml")  # 8 workers a trial: Ray Train starts them
     assert not runs_in_process(grid) and trainable_resources(grid, False) == {"CPU": 0.01}
+
+
+def test_plan_says_how_much_data_the_token_cache_holds(sample_corpus, tmp_path, capsys):
+    from imlsweep.data.token_cache import cached_task_tokens, default_location
+    from imlsweep.data.plan import plan_mixture
+    from imlsweep.data.stream import open_corpus, source_items
+
+    spec = write_spec(tmp_path, f"""
+name: cached
+corpus: {sample_corpus}
+base:
+  model: {{name: tiny-llama}}
+  mixture: {{tasks: [task102_commongen_sentence_generation, task1331_reverse_array], total_examples: 40}}
+stages:
+  - name: eps
+    axes: {{mixture.eps: [5, 10]}}
+""")
+    before = plan_summary(open_spec(spec, str(tmp_path)))["token_cache"]
+    assert before["cached_examples"] == 0 and before["locations"] == [default_location(str(sample_corpus))]
+    trial = open_spec(spec, str(tmp_path)).trials[0].config
+    plan = plan_mixture(trial.mixture, open_corpus(str(sample_corpus)).manifest)
+    location = str(tmp_path / "cache")
+    for item in source_items(plan, trial.mixture):
+        cached_task_tokens(plan.sources[item["source"]], item["positions"], trial.mixture, str(sample_corpus),
+                           trial.model.tokenizer_name, location)
+    spec.write_text(spec.read_text().replace("base:\n", f"base:\n  token_cache: {location}\n"))
+    after = plan_summary(open_spec(spec, str(tmp_path)))["token_cache"]
+    assert after["examples"] == before["examples"] and 0 < after["cached_examples"] <= after["examples"]
+    assert after["bytes"] > 0 and after["expected_bytes"] >= after["bytes"]
+    assert main(["sweep", "plan", str(spec), "--storage", str(tmp_path)]) == 0
+    assert f"of {after['examples']} examples cached" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""`imlsweep mixture explain|preview MIXTURE.yaml --corpus DIR`: see what a mixture holds before a run."""
+"""`imlsweep mixture explain|preview MIXTURE.yaml --corpus DIR`: see what a mixture holds before a run;
+`imlsweep mixture cache list|prune CACHE`: the token cache trials share."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from imlsweep.output import print_json
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    commands = parser.add_subparsers(dest="mixture_command", metavar="{explain,preview}")
+    commands = parser.add_subparsers(dest="mixture_command", metavar="{explain,preview,cache}")
 
     explain = commands.add_parser(
         "explain", help="per task and benchmark: rate, expected examples, whether the cap bites, share",
@@ -24,6 +25,28 @@ def register(parser: argparse.ArgumentParser) -> None:
     preview.add_argument("--tokenizer", default="tiny",
                          help="tokenizer name or folder, for the source-length rule of superni_def_pos (default tiny)")
     preview.set_defaults(handler=run_preview)
+
+    register_cache(commands.add_parser("cache", help="list and prune the token cache trials share",
+                                       description="The token cache: a task's examples rendered and tokenized "
+                                                   "once, shared by trials and sweeps."))
+
+
+def register_cache(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="cache_command", metavar="{list,prune}")
+    listing = commands.add_parser("list", help="every entry: task, examples, size, when written",
+                                  description="Every entry of a token cache: its task, examples, size and when "
+                                              "it was written; damaged entries are marked.")
+    add_cache_location(listing)
+    listing.set_defaults(handler=run_cache_list)
+
+    prune = commands.add_parser(
+        "prune", help="remove damaged entries, killed writers' files, and old entries",
+        description="Remove damaged entries and files killed writers left; with --older-than-days, entries not "
+                    "written for that long; with --max-mb, the least recently written until the rest fit.")
+    add_cache_location(prune)
+    prune.add_argument("--older-than-days", type=float, default=None, metavar="D")
+    prune.add_argument("--max-mb", type=float, default=None, metavar="MB")
+    prune.set_defaults(handler=run_cache_prune)
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -99,4 +122,41 @@ def run_preview(args: argparse.Namespace) -> int:
         console.print(escape(example["source"]), highlight=False)
         console.print("[bold]target[/bold]")
         console.print(escape(example["target"]), highlight=False)
+    return 0
+
+
+def add_cache_location(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("location", metavar="CACHE", help="a token cache: a folder (e.g. <corpus>.token-cache) "
+                                                          "or an s3:// / gs:// URI")
+    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+
+def run_cache_list(args: argparse.Namespace) -> int:
+    from imlsweep.data.token_cache import entry_summary, list_entries
+
+    entries = [entry_summary(entry) for entry in list_entries(args.location)[0]]
+    if args.json:
+        print_json(entries)
+        return 0
+    for entry in entries:
+        state = "damaged" if entry.get("damaged") else f"{entry['task_id']}  {entry['examples']} examples"
+        print(f"{entry['key']}  {entry['bytes'] / 1e6:8.3f} MB  {state}")
+    print(f"{len(entries)} entries, {sum(e['bytes'] for e in entries) / 1e6:.3f} MB")
+    return 0
+
+
+def run_cache_prune(args: argparse.Namespace) -> int:
+    from imlsweep.data.token_cache import prune
+    from imlsweep.errors import UserError
+
+    for flag, value in (("--older-than-days", args.older_than_days), ("--max-mb", args.max_mb)):
+        if value is not None and value < 0:
+            raise UserError(f"{flag}: must not be negative, got {value}")
+    result = prune(args.location, max_bytes=None if args.max_mb is None else int(args.max_mb * 1e6),
+                   older_than_s=None if args.older_than_days is None else args.older_than_days * 86400)
+    if args.json:
+        print_json(result)
+    else:
+        print(f"{args.location}: removed {result['removed']}, kept {result['kept']} entries "
+              f"({result['bytes'] / 1e6:.3f} MB)")
     return 0

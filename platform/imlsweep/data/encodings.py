@@ -139,12 +139,17 @@ def bipartite(row: Row, target: str, demonstrations: Sequence[Row], config: Enco
     shared = demos if is_instance_level(row) or not instruction else instruction + "\n\n" + demos
     own = row["input"].strip()
     own = with_delimiter(shared + own, config, seed, row)[len(shared):]
-    return Prompt(shared=shared, own=own, target=" " + target.strip())
+    return Prompt(shared=shared, own=own, target=prompt_target(target, config))
 
 
 def no_instruction(row: Row, target: str, demonstrations: Sequence[Row], separator: str) -> Prompt:
     shared = "".join(f"{d['input'].strip()}\n{d['outputs'][0].strip()}{separator}" for d in demonstrations)
     return Prompt(shared=shared, own=row["input"].strip(), target=target)
+
+
+def prompt_target(reference: str, config: EncodingConfig) -> str:
+    """A reference as the encoding trains on it (bipartite: after one space)."""
+    return " " + reference.strip() if config.name == "bipartite" else reference
 
 
 def encode_prompt(row: Row, target: str, demonstrations: Sequence[Row], config: EncodingConfig, *, seed: int,

@@ -19,7 +19,7 @@ it has already trained on (the count it checkpointed).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -27,8 +27,9 @@ import pyarrow as pa
 
 from imlsweep.data.mixture import MixtureConfig
 from imlsweep.data.packing import IGNORE_INDEX, TokenizedExamples, causal_examples, pack_rows, unpack_rows
-from imlsweep.data.plan import MixturePlan, plan_mixture
-from imlsweep.data.stream import open_corpus, render_source, source_items
+from imlsweep.data.plan import MixturePlan, SourcePlan, plan_mixture
+from imlsweep.data.stream import is_text_addon, open_corpus, render_source, source_items
+from imlsweep.data.token_cache import cache_location, cached_task_tokens
 from imlsweep.errors import UserError
 
 if TYPE_CHECKING:
@@ -47,39 +48,50 @@ def check_model_kind(model_kind: str) -> None:
 
 
 def tokenize_sources(batch: dict[str, np.ndarray], *, plan: MixturePlan, mixture: MixtureConfig, corpus_dir: str,
-                     tokenizer_name: str, model_kind: ModelKind, window: int) -> pa.Table:
-    """map_batches body: render and tokenize every draw of the sources in `batch`."""
-    from imlsweep.data.tokenization import PromptTokenizer
+                     tokenizer_name: str, model_kind: ModelKind, window: int, cache: str) -> pa.Table:
+    """map_batches body: the tokens of every draw of the sources in `batch` (a corpus task's through the
+    token cache at `cache`)."""
     from imlsweep.data.tokenizer import cached_tokenizer
 
-    tokenizer = cached_tokenizer(tokenizer_name)
+    eos = cached_tokenizer(tokenizer_name).eos_token_id
     tables = []
     for index, positions, orders in zip(batch["source"], batch["positions"], batch["orders"]):
         source = plan.sources[int(index)]
-        encoder = PromptTokenizer(tokenizer)  # one per task: it remembers that task's texts
-        rendered = render_source(source, positions, mixture, corpus_dir, encoder)
-        sources, targets = encoder.encode([prompt for _, prompt in rendered])
-        columns = (causal_columns(sources, targets, tokenizer.eos_token_id, mixture, source.loss == "sequence")
-                   if model_kind == "causal" else seq2seq_columns(sources, targets, tokenizer.eos_token_id, mixture))
+        if is_text_addon(source):
+            sources, targets = text_tokens(source, positions, mixture, tokenizer_name)
+        else:
+            sources, targets = cached_task_tokens(source, positions, mixture, corpus_dir, tokenizer_name, cache)
+        columns = (causal_columns(sources, targets, eos, mixture, source.loss == "sequence")
+                   if model_kind == "causal" else seq2seq_columns(sources, targets, eos, mixture))
         orders = np.asarray(orders, dtype=np.int64)
         tables.append(pa.table({"order": orders, "window": orders // window, **columns}))
     return pa.concat_tables(tables)
 
 
-def causal_columns(sources: list[list[int]], targets: list[list[int]], eos: int, mixture: MixtureConfig,
+def text_tokens(source: SourcePlan, positions: np.ndarray, mixture: MixtureConfig,
+                tokenizer_name: str) -> tuple[list[list[int]], list[list[int]]]:
+    """A plain-text add-on's draws: the documents, tokenized (they are not cached: no rendering)."""
+    from imlsweep.data.tokenization import PromptTokenizer
+    from imlsweep.data.tokenizer import cached_tokenizer
+
+    rendered = render_source(source, positions, mixture, "", None)
+    return PromptTokenizer(cached_tokenizer(tokenizer_name)).encode([prompt for _, prompt in rendered])
+
+
+def causal_columns(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], eos: int, mixture: MixtureConfig,
                    loss_on_source: bool) -> dict[str, pa.Array]:
     examples = causal_examples(sources, targets, eos, mixture.max_length, mixture.truncation_side, loss_on_source)
     return {"input_ids": pa.LargeListArray.from_arrays(examples.offsets, examples.values),
             "loss_start": pa.array(examples.loss_starts)}
 
 
-def seq2seq_columns(sources: list[list[int]], targets: list[list[int]], eos: int,
+def seq2seq_columns(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], eos: int,
                     mixture: MixtureConfig) -> dict[str, pa.Array]:
     """Tk-Instruct keeps the first tokens of an over-long source (and target)."""
     # Arrow lists, not numpy tensors: equal lengths in one block must not change the column type
-    return {"input_ids": pa.array([[*ids[: mixture.max_source_length - 1], eos] for ids in sources],
+    return {"input_ids": pa.array([np.append(ids[: mixture.max_source_length - 1], eos) for ids in sources],
                                   type=pa.list_(pa.int64())),
-            "labels": pa.array([[*ids[: mixture.max_target_length - 1], eos] for ids in targets],
+            "labels": pa.array([np.append(ids[: mixture.max_target_length - 1], eos) for ids in targets],
                                type=pa.list_(pa.int64()))}
 
 
@@ -114,10 +126,11 @@ def balanced_order(items: list[dict[str, Any]], blocks: int) -> list[dict[str, A
 
 def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name: str, model_kind: ModelKind, *,
                         plan: MixturePlan | None = None, num_blocks: int | None = None,
-                        window: int = PACK_WINDOW) -> ray.data.Dataset:
+                        window: int = PACK_WINDOW, token_cache: str | None = None) -> ray.data.Dataset:
     """The trial's training stream as a Ray Dataset (needs a running Ray). `num_blocks` only changes how
     the work is split (default: BLOCKS_PER_CPU per CPU of the cluster), never the rows or their order.
     `window`: stream positions packed together (larger packs tighter and holds more in memory).
+    `token_cache`: where tokenized tasks are cached (default: beside the corpus).
 
     causal: compact packed rows in order (int32 input_ids [max_length], document_lengths, loss_starts,
     packed_index); `iter_train_batches` expands them into int64 PACKED_COLUMNS.
@@ -143,7 +156,8 @@ def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name:
     tokenized = dataset.map_batches(
         tokenize_sources, batch_size=1, batch_format="numpy",
         fn_kwargs={"plan": plan, "mixture": mixture, "corpus_dir": corpus_dir, "tokenizer_name": tokenizer_name,
-                   "model_kind": model_kind, "window": window})
+                   "model_kind": model_kind, "window": window,
+                   "cache": cache_location(token_cache, corpus_dir)})
     windows = -(-plan.total_examples // window)
     if windows == 1:  # a small stream (e.g. one single-task trial): one block, no shuffle stage needed
         tokenized = tokenized.repartition(1)

@@ -48,11 +48,16 @@ def split_rows(table: pa.Table, split: str) -> pa.Table:
     return table.take(split_positions(table, split))
 
 
+def target_index(references: int, seed: int, task_id: str, example_id: str) -> int:
+    """Which of an example's references it trains on: a seeded draw per (seed, task, example)."""
+    return 0 if references == 1 else keyed_rng(seed, "target", task_id, example_id).randrange(references)
+
+
 def choose_target(row: dict[str, Any], seed: int) -> str:
     outputs = row.get("outputs") or []
     if not outputs:
         raise UserError(f"task {row['task_id']}: example {row['example_id']}: field outputs: no reference")
-    return outputs[0] if len(outputs) == 1 else keyed_rng(seed, "target", row["task_id"], row["example_id"]).choice(outputs)
+    return outputs[target_index(len(outputs), seed, row["task_id"], row["example_id"])]
 
 
 class TaskPrompter:

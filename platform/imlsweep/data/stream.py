@@ -52,30 +52,38 @@ def render_source(source: SourcePlan, positions: np.ndarray, mixture: MixtureCon
                   encoder: PromptTokenizer | None) -> list[tuple[str, Prompt]]:
     """(example_id, prompt) of each draw of one source: a corpus task, or documents of a text add-on.
     `encoder` counts tokens for the source-length rule of superni_def_pos (None: no limit)."""
-    from imlsweep.data.render import TaskPrompter, split_positions
     from imlsweep.data.texts import read_text_documents
 
     if is_text_addon(source):
         addon = next(a for a in mixture.addons if a.name == source.addon)
         documents = read_text_documents(addon.texts)
         return [(f"{source.source_id}:{p}", Prompt(shared="", own="", target=documents[p])) for p in positions]
+    distinct = sorted(set(int(p) for p in positions))
+    rendered = {p: (row["example_id"], prompt)
+                for p, (row, prompt) in zip(distinct, render_task_rows(source, distinct, mixture, corpus_dir, encoder))}
+    return [rendered[int(p)] for p in positions]
+
+
+def render_task_rows(source: SourcePlan, distinct: list[int], mixture: MixtureConfig, corpus_dir: str,
+                     encoder: PromptTokenizer | None) -> list[tuple[dict[str, Any], Prompt]]:
+    """(row, prompt) of a corpus task's pool positions `distinct` (ascending, no repeats)."""
+    from imlsweep.data.render import TaskPrompter, split_positions
+
     table = open_corpus(corpus_dir).read_task(source.source_id)
     pool = split_positions(table, mixture.train_split)
     if len(pool) != source.pool_size:
         raise UserError(f"task {source.source_id}: the manifest says {source.pool_size} {mixture.train_split} rows, "
                         f"the task file has {len(pool)}: rebuild the corpus")
-    distinct = sorted(set(int(p) for p in positions))
-    rows = dict(zip(distinct, table.take(pool[distinct]).to_pylist()))
+    rows = table.take(pool[distinct]).to_pylist() if distinct else []
     demo_pool = pool if mixture.train_split == "train" else split_positions(table, "train")
     count_tokens = None
     if encoder is not None:
-        encoder.remember_segments([text for row in rows.values() for text in counted_parts(row, mixture.encoding)])
+        encoder.remember_segments([text for row in rows for text in counted_parts(row, mixture.encoding)])
         count_tokens = encoder.count_tokens
     prompter = TaskPrompter(source.source_id, table, demo_pool, mixture.encoding, mixture.demonstrations, mixture.seed,
                             count_tokens, mixture.max_source_length)
     in_pool = mixture.train_split == "train"  # a demonstration is never the example itself
-    rendered = {p: (rows[p]["example_id"], prompter.prompt(rows[p], p if in_pool else None)) for p in distinct}
-    return [rendered[int(p)] for p in positions]
+    return [(row, prompter.prompt(row, p if in_pool else None)) for p, row in zip(distinct, rows)]
 
 
 def preview_stream(plan: MixturePlan, mixture: MixtureConfig, corpus_dir: str, count: int,

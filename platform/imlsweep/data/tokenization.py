@@ -99,10 +99,12 @@ class PromptTokenizer:
         return sum(len(self.text_ids(segment)) for segment in segments(pieces))
 
     def encode(self, prompts: Sequence[Prompt]) -> tuple[list[list[int]], list[list[int]]]:
-        targets = token_ids(self.tokenizer, [p.target for p in prompts])
+        return self.encode_sources(prompts), token_ids(self.tokenizer, [p.target for p in prompts])
+
+    def encode_sources(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         if not self.splice:
-            return token_ids(self.tokenizer, [p.source for p in prompts]), targets
+            return token_ids(self.tokenizer, [p.source for p in prompts])
         heads = [p.shared[: splice_point(p.shared)] for p in prompts]
         tails = [p.source[len(h):] for p, h in zip(prompts, heads)]
         self.remember(heads + tails)
-        return [self.ids[h] + self.ids[t] for h, t in zip(heads, tails)], targets
+        return [self.ids[h] + self.ids[t] for h, t in zip(heads, tails)]

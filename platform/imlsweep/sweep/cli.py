@@ -92,6 +92,10 @@ def execute(sweep, args: argparse.Namespace) -> int:
     from imlsweep.sweep.corpus import ensure_corpus
 
     ensure_corpus(sweep.spec)
+    from imlsweep.data.token_cache import cache_location, check_writable
+
+    for location in sorted({cache_location(t.config.token_cache, t.config.corpus) for t in sweep.trials}):
+        check_writable(location)  # before any trial starts
     with ray_session(args.address):
         status = run_sweep(sweep)
     # printed after Ray has shut down, so Ray's last messages do not follow the result

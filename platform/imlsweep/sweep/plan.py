@@ -5,7 +5,8 @@ when the trial has `train.max_steps`, else examples x tokens per example x `trai
 examples are the mixture's (k per task x tasks, x `mixture.stream_multiple`) and the spec's `estimate:`
 section supplies what the config cannot say (tokens per example, pool sizes, GPU throughput).
 GPU-hours = tokens / (GPU tokens/s); checkpoint disk = exported models x parameters x bytes per
-parameter, plus optimizer state while trials run.
+parameter, plus optimizer state while trials run. Once the corpus is built, the token cache's part:
+how many of the examples the trials draw it holds already, and its size then and when they have run.
 """
 
 from __future__ import annotations
@@ -126,7 +127,20 @@ def plan_summary(sweep: Sweep, cluster: dict[str, float] | None = None) -> dict[
         kept = len(trials) * params * OPTIMIZER_BYTES_PER_PARAM if spec.retention.checkpoints == "keep" else 0
         summary["checkpoint_disk_gb"] = (exported * params * spec.estimate.checkpoint_bytes_per_param + kept) / 1e9
         summary["peak_running_checkpoint_gb"] = running / 1e9
+    summary["token_cache"] = token_cache_coverage(sweep)
     return summary
+
+
+def token_cache_coverage(sweep: Sweep) -> dict[str, Any] | None:
+    """None until the corpus is built: entries are keyed by the task files' content."""
+    from imlsweep.corpus.store import MANIFEST_FILE
+    from imlsweep.data.token_cache import cache_location, coverage
+
+    if not (Path(sweep.corpus_dir) / MANIFEST_FILE).is_file():
+        return None
+    trials = [(trial.config.mixture, trial.config.corpus, trial.config.model.tokenizer_name,
+               cache_location(trial.config.token_cache, trial.config.corpus)) for trial in sweep.trials]
+    return coverage(trials, bytes_per_example=sweep.spec.estimate.tokens_per_example * 4)
 
 
 def format_plan(summary: dict[str, Any]) -> str:
@@ -155,4 +169,9 @@ def format_plan(summary: dict[str, Any]) -> str:
     if "checkpoint_disk_gb" in summary:
         lines.append(f"disk: {summary['exported_models']} exported models, {summary['checkpoint_disk_gb']:.3g} GB kept; "
                      f"{summary['peak_running_checkpoint_gb']:.3g} GB of optimizer state while trials run")
+    cache = summary["token_cache"]
+    if cache is not None:
+        lines.append(f"token cache: {cache['cached_fraction']:.0%} of {cache['examples']} examples cached, "
+                     f"{cache['bytes'] / 1e6:.3g} MB now, about {cache['expected_bytes'] / 1e6:.3g} MB after the sweep "
+                     f"({', '.join(cache['locations'])})")
     return "\n".join(lines)

@@ -111,6 +111,8 @@ class TrainConfig(StrictModel):
 class TrialConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$", description="the trial directory's name")
     corpus: str = Field(description="a built corpus directory")
+    token_cache: str | None = Field(default=None, description="where tokenized tasks are cached and shared by "
+                                    "trials: a folder or an s3:// / gs:// URI; null: <corpus>.token-cache")
     model: ModelConfig
     mixture: MixtureConfig
     train: TrainConfig = TrainConfig()

@@ -39,11 +39,13 @@ class TrialRun:
 
 def check_trial(config: TrialConfig) -> str:
     """Fail before any worker starts on what the config cannot run; returns the model kind."""
+    from imlsweep.data.token_cache import cache_location, check_writable
     from imlsweep.data.tokenizer import load_tokenizer
     from imlsweep.train.model import model_config, model_kind
 
     hf_config = model_config(config.model)
     load_tokenizer(config.model.tokenizer_name)  # raises on a tokenizer without EOS
+    check_writable(cache_location(config.token_cache, config.corpus))
     if config.init_from is not None and not storage.is_dir(config.init_from):
         raise UserError(f"init_from: {config.init_from!r} is not a folder")
     return model_kind(hf_config)
@@ -143,7 +145,8 @@ def run_here(setup: WorkerSetup, dataset: Any, on_report: Callable[[dict[str, An
 def build_dataset(config: TrialConfig, kind: str) -> Any:
     from imlsweep.data.pipeline import build_train_dataset
 
-    dataset = build_train_dataset(config.mixture, config.corpus, config.model.tokenizer_name, kind)
+    dataset = build_train_dataset(config.mixture, config.corpus, config.model.tokenizer_name, kind,
+                                  token_cache=config.token_cache)
     if (config.train.epochs or 1) > 1:
         # Several passes over the same rows (the sample-efficiency grid): compute them once, rather than
         # reading, rendering, tokenizing and packing the corpus again every epoch. One-pass streams

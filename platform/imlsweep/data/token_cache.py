@@ -1,0 +1,334 @@
+"""The token cache: a task's examples rendered and tokenized once, read by every later trial and sweep.
+
+An entry holds one task's examples as one rendering makes them: per pool position, the source ids and
+the ids of every reference (not yet cut to a length, without EOS). Its key is a digest of exactly what
+the ids depend on: the task file's content, the rendering settings (encoding, demonstrations, split,
+max_source_length, which superni_def_pos's length rule reads) and the tokenizer's content. What a
+trial's seed draws per example, which reference is the target, is drawn when the entry is read, so two
+seeds share the entry. The seed enters the key only where the rendered source itself depends on it:
+demonstrations (drawn per task) and bipartite's delimiter (drawn per example).
+
+An entry holds the positions trials have drawn so far; a trial that draws more tokenizes only those and
+writes the entry back with them. Entries are written aside and renamed over (a reader sees a whole
+entry or none; two writers of one entry leave one whole entry), and carry Parquet page checksums plus
+their key: a truncated or damaged entry is read as missing and rebuilt.
+
+Layout: <location>/<key[:2]>/<key>.parquet; the location is `token_cache` of the trial config (a folder
+or an s3:// / gs:// URI), by default the folder beside the corpus (<corpus>.token-cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from imlsweep import storage
+from imlsweep.errors import UserError
+
+if TYPE_CHECKING:
+    from imlsweep.data.mixture import MixtureConfig
+    from imlsweep.data.plan import SourcePlan
+
+FORMAT = 1
+LOCATION_SUFFIX = ".token-cache"
+ENTRY_SUFFIX = ".parquet"
+TEMP_SUFFIX = ".tmp"  # storage.write_bytes' file written aside, before its rename
+STALE_TEMP_S = 3600  # a file written aside this long ago belongs to a writer that was killed
+METADATA_KEY = b"imlsweep.token_cache"
+SCHEMA = pa.schema([("position", pa.int64()), ("example_id", pa.string()),
+                    ("source_ids", pa.large_list(pa.int32())), ("reference_ids", pa.list_(pa.list_(pa.int32())))])
+
+
+def default_location(corpus_dir: str) -> str:
+    return storage.absolute(str(corpus_dir)).rstrip("/") + LOCATION_SUFFIX
+
+
+def cache_location(token_cache: str | None, corpus_dir: str) -> str:
+    return storage.absolute(token_cache) if token_cache else default_location(corpus_dir)
+
+
+def check_writable(location: str) -> None:
+    """Fail, naming the location, when an entry could not be written there."""
+    probe = storage.join(location, f".probe-{uuid.uuid4().hex}")
+    try:
+        storage.write_bytes(probe, b"")
+        storage.delete(probe)
+    except OSError as error:
+        raise UserError(f"token cache {location}: cannot be written ({error}); set `token_cache` to a writable "
+                        "folder or URI") from None
+
+
+def digest(*parts: Any) -> str:
+    return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode("utf-8"), digest_size=16).hexdigest()
+
+
+@lru_cache(maxsize=8)
+def tokenizer_identity(tokenizer_name: str) -> str:
+    """A digest of the tokenizer's content (vocabulary, merges, normalisation, special tokens): the same
+    tokenizer loaded from anywhere has one identity, and a changed file a new one."""
+    from imlsweep.data.tokenizer import cached_tokenizer
+
+    tokenizer = cached_tokenizer(tokenizer_name)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    content = backend.to_str() if backend is not None else sorted(tokenizer.get_vocab().items())
+    return digest(type(tokenizer).__name__, content, tokenizer.eos_token_id, tokenizer.pad_token_id)
+
+
+@lru_cache(maxsize=4096)
+def file_digest(path: str, size: int, modified_ns: int) -> str:
+    """The content digest of a file (size and modification time only key this process's memo)."""
+    hasher = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def task_digest(corpus_dir: str, task_id: str) -> str:
+    from imlsweep.data.stream import open_corpus
+
+    path = str(open_corpus(corpus_dir).task_path(task_id))
+    status = os.stat(path)
+    return file_digest(path, status.st_size, status.st_mtime_ns)
+
+
+def rendering_settings(mixture: MixtureConfig) -> dict[str, Any]:
+    """Every mixture setting a task's rendered, tokenized sources and references depend on."""
+    seeded = mixture.demonstrations.shots > 0 or mixture.encoding.name == "bipartite"
+    return {"encoding": mixture.encoding.model_dump(mode="json"),
+            "demonstrations": mixture.demonstrations.model_dump(mode="json"),
+            "train_split": mixture.train_split, "max_source_length": mixture.max_source_length,
+            "seed": mixture.seed if seeded else None}
+
+
+def entry_key(task_id: str, task_content: str, settings: dict[str, Any], tokenizer: str) -> str:
+    return digest(FORMAT, task_id, task_content, settings, tokenizer)
+
+
+def entry_uri(location: str, key: str) -> str:
+    return storage.join(location, key[:2], key + ENTRY_SUFFIX)
+
+
+def source_key(source_id: str, mixture: MixtureConfig, corpus_dir: str, tokenizer_name: str) -> str:
+    return entry_key(source_id, task_digest(corpus_dir, source_id), rendering_settings(mixture),
+                     tokenizer_identity(tokenizer_name))
+
+
+def read_entry(uri: str, key: str) -> pa.Table | None:
+    """The entry's table, or None when it is missing, truncated, damaged or not the entry of `key`."""
+    data = storage.read_bytes(uri)
+    if data is None:
+        return None
+    try:
+        table = pq.read_table(pa.BufferReader(data), page_checksum_verification=True)
+        metadata = json.loads(table.schema.metadata[METADATA_KEY])
+        if metadata["key"] != key or metadata["rows"] != table.num_rows or not table.schema.equals(SCHEMA):
+            raise ValueError("not the entry of its key")
+    except (pa.ArrowException, OSError, ValueError, KeyError, TypeError) as error:
+        print(f"token cache: {uri} is damaged ({error}); rebuilding it", file=sys.stderr)
+        return None
+    return table
+
+
+def write_entry(uri: str, key: str, task_id: str, table: pa.Table) -> None:
+    metadata = json.dumps({"key": key, "task_id": task_id, "rows": table.num_rows, "format": FORMAT})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: metadata}), sink, compression="zstd",
+                   write_page_checksum=True)
+    storage.write_bytes(uri, sink.getvalue().to_pybytes())
+
+
+def tokenize_rows(source: SourcePlan, positions: Sequence[int], mixture: MixtureConfig, corpus_dir: str,
+                  tokenizer_name: str) -> pa.Table:
+    """An entry's rows for pool positions `positions` (ascending): rendered, tokenized."""
+    from imlsweep.data.encodings import prompt_target
+    from imlsweep.data.stream import render_task_rows
+    from imlsweep.data.tokenization import PromptTokenizer, token_ids
+    from imlsweep.data.tokenizer import cached_tokenizer
+
+    encoder = PromptTokenizer(cached_tokenizer(tokenizer_name))
+    rendered = render_task_rows(source, list(positions), mixture, corpus_dir, encoder)
+    sources = encoder.encode_sources([prompt for _, prompt in rendered])
+    counts = [len(row["outputs"]) for row, _ in rendered]
+    references = token_ids(encoder.tokenizer, [prompt_target(text, mixture.encoding)
+                                               for row, _ in rendered for text in row["outputs"]])
+    bounds = np.cumsum([0, *counts])
+    return pa.table({"position": pa.array(positions, type=pa.int64()),
+                     "example_id": [row["example_id"] for row, _ in rendered],
+                     "source_ids": pa.array(sources, type=pa.large_list(pa.int32())),
+                     "reference_ids": pa.array([references[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
+                                               type=pa.list_(pa.list_(pa.int32())))}, schema=SCHEMA)
+
+
+@dataclass(frozen=True)
+class TaskTokens:
+    """An entry as flat arrays: row i's source is source_values[source_offsets[i]:source_offsets[i + 1]];
+    its references are numbers reference_starts[i] .. reference_starts[i + 1] - 1 of reference_offsets."""
+
+    positions: np.ndarray
+    example_ids: list[str]
+    source_values: np.ndarray
+    source_offsets: np.ndarray
+    reference_starts: np.ndarray
+    reference_values: np.ndarray
+    reference_offsets: np.ndarray
+
+    @classmethod
+    def of(cls, table: pa.Table) -> TaskTokens:
+        sources = table.column("source_ids").combine_chunks()
+        references = table.column("reference_ids").combine_chunks()
+        flat = references.flatten()
+        return cls(positions=table.column("position").to_numpy(), example_ids=table.column("example_id").to_pylist(),
+                   source_values=sources.values.to_numpy(), source_offsets=sources.offsets.to_numpy(),
+                   reference_starts=references.offsets.to_numpy(), reference_values=flat.values.to_numpy(),
+                   reference_offsets=flat.offsets.to_numpy())
+
+    def draws(self, positions: np.ndarray, seed: int, task_id: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(source ids, target ids) of each draw, the target being the seed's choice among its references."""
+        from imlsweep.data.render import target_index
+
+        rows = np.searchsorted(self.positions, positions)
+        chosen = {}
+        for row in np.unique(rows):
+            count = int(self.reference_starts[row + 1] - self.reference_starts[row])
+            chosen[row] = self.reference_starts[row] + target_index(count, seed, task_id, self.example_ids[row])
+        sources = [self.source_values[self.source_offsets[r]:self.source_offsets[r + 1]] for r in rows]
+        targets = [self.reference_values[self.reference_offsets[chosen[r]]:self.reference_offsets[chosen[r] + 1]]
+                   for r in rows]
+        return sources, targets
+
+
+def cached_task_tokens(source: SourcePlan, positions: np.ndarray, mixture: MixtureConfig, corpus_dir: str,
+                       tokenizer_name: str, location: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(source ids, target ids) of each draw of a corpus task: read from its entry, the positions the
+    entry lacks tokenized and written back with it."""
+    key = source_key(source.source_id, mixture, corpus_dir, tokenizer_name)
+    uri = entry_uri(location, key)
+    entry = read_entry(uri, key)
+    held = entry.column("position").to_numpy() if entry is not None else np.zeros(0, np.int64)
+    missing = np.setdiff1d(np.unique(positions), held)
+    if len(missing):
+        new = tokenize_rows(source, missing.tolist(), mixture, corpus_dir, tokenizer_name)
+        entry = new if entry is None else pa.concat_tables([entry.replace_schema_metadata(None), new])
+        entry = entry.take(np.argsort(entry.column("position").to_numpy(), kind="stable"))
+        write_entry(uri, key, source.source_id, entry)
+    return TaskTokens.of(entry).draws(np.asarray(positions), mixture.seed, source.source_id)
+
+
+@dataclass(frozen=True)
+class EntryFile:
+    uri: str
+    key: str
+    size: int
+    modified: float  # seconds since the epoch
+
+
+def list_entries(location: str) -> tuple[list[EntryFile], list[str]]:
+    """The location's entries (least recently written first), and the files written aside that killed
+    writers left."""
+    import pyarrow.fs as pafs
+
+    filesystem, root = storage.resolve(location)
+    infos = filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=True))
+    entries, temporary = [], []
+    for info in infos:
+        if info.type != pafs.FileType.File:
+            continue
+        uri = storage.join(location, info.path[len(root.rstrip("/")) + 1:])
+        if info.base_name.endswith(TEMP_SUFFIX):
+            if time.time() - info.mtime.timestamp() > STALE_TEMP_S:
+                temporary.append(uri)
+        elif info.base_name.endswith(ENTRY_SUFFIX):
+            entries.append(EntryFile(uri, info.base_name.removesuffix(ENTRY_SUFFIX), info.size,
+                                     info.mtime.timestamp()))
+    return sorted(entries, key=lambda e: e.modified), temporary
+
+
+def entry_summary(entry: EntryFile) -> dict[str, Any]:
+    """An entry's key, task, examples and size, from its Parquet footer ({"damaged": true} when unreadable)."""
+    summary: dict[str, Any] = {"key": entry.key, "bytes": entry.size, "modified": entry.modified}
+    try:
+        filesystem, path = storage.resolve(entry.uri)
+        with filesystem.open_input_file(path) as handle:
+            metadata = json.loads(pq.ParquetFile(handle).schema_arrow.metadata[METADATA_KEY])
+        summary.update(task_id=metadata["task_id"], examples=metadata["rows"])
+    except (pa.ArrowException, OSError, ValueError, KeyError, TypeError):
+        summary["damaged"] = True
+    return summary
+
+
+def prune(location: str, max_bytes: int | None = None, older_than_s: float | None = None) -> dict[str, Any]:
+    """Remove damaged entries and killed writers' files; then entries not written for `older_than_s`;
+    then the least recently written until the rest fit in `max_bytes`."""
+    entries, temporary = list_entries(location)
+    removed = list(temporary)
+    kept = []
+    now = time.time()
+    for entry in entries:
+        stale = older_than_s is not None and now - entry.modified > older_than_s
+        if stale or entry_summary(entry).get("damaged"):
+            removed.append(entry.uri)
+        else:
+            kept.append(entry)
+    total = sum(e.size for e in kept)
+    while max_bytes is not None and kept and total > max_bytes:
+        oldest = kept.pop(0)
+        removed.append(oldest.uri)
+        total -= oldest.size
+    for uri in removed:
+        storage.delete(uri)
+    return {"location": location, "removed": len(removed), "kept": len(kept), "bytes": total}
+
+
+def coverage(trials: Sequence[tuple[MixtureConfig, str, str, str]], bytes_per_example: float) -> dict[str, Any]:
+    """How much of the examples that trials (mixture, corpus, tokenizer, cache location) draw from corpus
+    tasks the cache holds already, the bytes of the entries they use, and about how many bytes those
+    entries will take once the trials have run (`bytes_per_example` until an entry shows its own)."""
+    from imlsweep.data.plan import plan_mixture
+    from imlsweep.data.stream import is_text_addon, open_corpus, source_items
+
+    needed: dict[tuple[str, str], np.ndarray] = {}
+    for mixture, corpus_dir, tokenizer_name, location in trials:
+        plan = plan_mixture(mixture, open_corpus(corpus_dir).manifest)
+        for item in source_items(plan, mixture):
+            source = plan.sources[item["source"]]
+            if not is_text_addon(source):
+                entry = (location, source_key(source.source_id, mixture, corpus_dir, tokenizer_name))
+                needed[entry] = np.union1d(needed.get(entry, np.zeros(0, np.int64)), item["positions"])
+    examples = sum(len(positions) for positions in needed.values())
+    cached = held = stored = 0
+    for (location, key), positions in needed.items():
+        data = storage.read_bytes(entry_uri(location, key))
+        entry = read_entry_positions(data, key) if data is not None else None
+        if entry is not None:
+            cached += int(np.isin(positions, entry).sum())
+            held += len(entry)
+            stored += len(data)
+    per_example = stored / held if held else bytes_per_example
+    return {"examples": examples, "cached_examples": cached,
+            "cached_fraction": cached / examples if examples else 1.0, "bytes": stored,
+            "expected_bytes": int(stored + (examples - cached) * per_example),
+            "locations": sorted({location for location, _ in needed})}
+
+
+def read_entry_positions(data: bytes, key: str) -> np.ndarray | None:
+    """The pool positions an entry holds (None when it is not a readable entry of `key`)."""
+    try:
+        table = pq.read_table(pa.BufferReader(data), columns=["position"])
+        if json.loads(table.schema.metadata[METADATA_KEY])["key"] != key:
+            return None
+    except (pa.ArrowException, OSError, ValueError, KeyError, TypeError):
+        return None
+    return table.column("position").to_numpy()
