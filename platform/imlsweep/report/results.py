@@ -128,7 +128,9 @@ def trial_counts(results: SweepResults) -> dict[str, Any]:
 def compute_used(results: SweepResults) -> dict[str, float | None]:
     """GPU-hours (each trial's wall time x the GPUs a trial holds), trial-hours and training tokens of
     the trials that are in, and what plan.json planned for the whole sweep (None: unknown)."""
-    per_trial = results.table.groupby("trial")[["train_time_s", "train_tokens"]].first()
+    table = results.table.reindex(columns=list(results.table.columns) + [
+        column for column in ("train_time_s", "train_tokens") if column not in results.table.columns])
+    per_trial = table.groupby("trial")[["train_time_s", "train_tokens"]].first()
     resources = results.plan.get("resources") or {}
     gpus = resources.get("gpus_per_trial")
     if gpus is None and isinstance(results.spec.get("resources"), dict):
