@@ -120,7 +120,7 @@ class Tracking(StrictModel):
     project: str = "imlsweep"
     entity: str | None = None
     mode: Literal["auto", "online", "offline"] = Field(
-        default="auto", description="auto: online when WANDB_API_KEY is set, offline otherwise")
+        default="auto", description="auto: online when W&B credentials are found (WANDB_API_KEY, or a netrc file: NETRC or ~/.netrc), offline otherwise")
 
 
 class Estimate(StrictModel):
