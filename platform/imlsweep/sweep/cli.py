@@ -90,8 +90,10 @@ def execute(sweep, args: argparse.Namespace) -> int:
     from imlsweep.sweep.state import format_status
 
     from imlsweep.sweep.corpus import ensure_corpus
+    from imlsweep.sweep.credentials import describe_tracking
 
     ensure_corpus(sweep.spec)
+    print(describe_tracking(sweep.spec.tracking), file=sys.stderr, flush=True)  # where the key comes from, never the key
     with ray_session(args.address):
         status = run_sweep(sweep)
     # printed after Ray has shut down, so Ray's last messages do not follow the result

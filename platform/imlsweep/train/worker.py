@@ -106,6 +106,8 @@ class WorkerRun:
         if self.resumed:
             with session.checkpoint.as_directory() as directory:
                 self.progress = load_state(self.engine, directory)
+        # in every later report: this attempt went on from that step's checkpoint (a worker or node was lost)
+        self.resumed_from_step = self.progress.step if self.resumed else None
         # rank 0 keeps metrics.jsonl: an earlier attempt's lines up to the step training resumes from
         self.records = records_up_to(setup.trial_dir.read_metrics_log(), self.progress.step) if session.rank == 0 else []
         self.last_metrics: dict[str, Any] = self.records[-1] if self.records else {}
@@ -193,6 +195,8 @@ class WorkerRun:
                    "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
                    "train_tokens": progress.train_tokens, "train_examples": progress.train_examples,
                    "train_time_s": progress.train_time_s}
+        if self.resumed_from_step is not None:
+            metrics["resumed_from_step"] = self.resumed_from_step
         if self.device_peak:
             metrics["mfu"] = model_flops_utilization(self.n_params, self.model.config.num_hidden_layers,
                                                      self.model.config.hidden_size, self.seq_len,
