@@ -89,3 +89,46 @@ def write_sweep(directory: Path, table: pd.DataFrame, spec: dict | None = None, 
     if planned_trials is not None:
         (directory / "plan.json").write_text(json.dumps({"total_trials": planned_trials}), encoding="utf-8")
     return directory
+
+
+REPLICATED_SAMPLES = (10, 20, 40, 80)
+REPLICATED_TASKS = (("task1_entail", "Textual Entailment"), ("task2_entail", "Textual Entailment"),
+                    ("task3_title", "Title Generation"), ("task4_title", "Title Generation"))
+MULTI_TASK_ADVANTAGE = 15.0
+
+
+def replicated_sweep(directory: Path, replicates: int = 2, items: int = 25, seed: int = 0) -> Path:
+    """A small sample-efficiency sweep with replicates, as a run leaves it: results.parquet and each
+    trial's predictions.parquet. Items score 0 or 1 with a probability on a power law; multi-task is
+    MULTI_TASK_ADVANTAGE points above single-task, instructions change nothing (a null difference)."""
+    from imlsweep.eval.results import predictions_table
+    from imlsweep.trial_dir import TrialDir
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for setting in ("single_task", "multi_task"):
+        for instructions in (True, False):
+            for samples in REPLICATED_SAMPLES:
+                chance = power_law(60.0, 80.0, 0.4, samples) + (MULTI_TASK_ADVANTAGE if setting == "multi_task" else 0)
+                for replicate in range(replicates):
+                    cell = f"{'inst' if instructions else 'plain'}_{samples}"
+                    per_trial = [[task] for task in REPLICATED_TASKS] if setting == "single_task" else [REPLICATED_TASKS]
+                    for trained in per_trial:
+                        trial = f"{setting}-{cell}" + (f"-{trained[0][0]}" if setting == "single_task" else "")
+                        trial += f"-r{replicate}"
+                        predictions = []
+                        for task_id, category in trained:
+                            scores = (rng.random(items) < chance / 100).astype(float)
+                            predictions += [{"example_id": f"{task_id}-{i}", "task_id": task_id, "shots": 0,
+                                             "mode": "generation", "rougeL": score, "exact_match": score}
+                                            for i, score in enumerate(scores)]
+                            rows.append({
+                                "sweep": "replicated", "stage": "main", "trial": trial, "status": "completed",
+                                "task_id": task_id, "benchmark": "niv2", "category": category,
+                                "level": "fully_held_out", "shots": 0, "rougeL": 100 * scores.mean(),
+                                "exact_match": 100 * scores.mean(), "accuracy": np.nan, "score": 100 * scores.mean(),
+                                "n_eval": items, "train_examples": samples * len(trained), "train_time_s": 1.0,
+                                "train_tokens": 100 * samples, "samples_per_task": str(samples), "setting": setting,
+                                "instructions": instructions, "cell": cell, "replicate": replicate})
+                        TrialDir(str(directory / trial)).write_evaluation(predictions_table(predictions), {})
+    return write_sweep(directory, pd.DataFrame(rows), {"name": "replicated"})

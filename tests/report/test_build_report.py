@@ -44,10 +44,11 @@ def test_partial_results_render_and_say_how_many_trials_are_in(partial_grid, par
     assert f"{trials_in} of 961 trials" in page
     assert "failed: 1" in page and "Partial results" in page
     assert "Data needed to match" in page and "Power-law fit" in page
-    # The single-task curve lost its "all" point but still has three sizes, so it is still fitted.
-    assert re.search(r"single-task</td><td>\d", page)
-    # The zero-sample model is in the scores table (column "0"), not on the log axis.
-    assert "<th>0</th><th>100</th><th>200</th><th>1000</th><th>all</th>" in page
+    # The single-task curve lost its "all" point: three sizes for three parameters, no fit to report.
+    assert re.search(r'single-task</td>(<td></td>){4}<td class="text">3</td><td class="text">not identifiable: 3 points', page)
+    assert re.search(r"multi-task</td><td>\d", page)
+    # The zero-sample model is in the scores table (samples "0"), not on the log axis.
+    assert re.search(r'<td class="text">multi-task baseline</td><td class="text">0</td><td>50.00</td>', page)
 
 
 def test_report_is_self_contained_with_readable_figures(partial_report):
@@ -67,7 +68,7 @@ def test_per_task_table_has_a_row_per_result(partial_grid, partial_report):
     import pandas as pd
 
     rows = len(pd.read_parquet(sweep_dir / "results.parquet"))
-    body = partial_report.html.read_text().split('class="sortable"', 1)[1]
+    body = partial_report.html.read_text().rsplit('class="sortable"', 1)[1]  # the per-task table is the last
     assert body.count("<tr>") == rows + 1  # header row + one per result
 
 

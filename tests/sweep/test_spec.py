@@ -92,6 +92,7 @@ stages:
     ("stages:\n  - name: one\n    set: {model.name.x: 1}", "stages.0.set: model.name.x: model.name is 'tiny-llama', not a mapping"),
     ("stages:\n  - name: one\n    cells: [{name: a}, {name: a}]", "stages.0: Value error, cell names repeat"),
     ("stages:\n  - name: one\n  - name: one", "stages: Value error, stage names repeat"),
+    ("stages:\n  - name: one\n    replicates: 0", "stages.0.replicates: Input should be greater than or equal to 1"),
     ("stages:\n  - name: one\nconcurency: 2", "concurency: Extra inputs are not permitted"),
     ("stages:\n  - name: one\nmax_failures: 2", ": Value error, `max_failures` is no longer a key here: renamed to "
                                                   "`trial_retries`"),
@@ -141,6 +142,27 @@ def test_expansion_order_and_names(tmp_path):
     assert sweep.trials[4].labels == {"benchmark_proportions": "superni=1.0"}
     assert sweep.trials[4].config.init_from == str(sweep.dir / "one-x-lr=0.0001-task1" / "hf_model")
     assert open_spec(write_spec(tmp_path, text), str(tmp_path)).trials[3].config == sweep.trials[3].config
+
+
+def test_replicates_are_trials_with_consecutive_seeds_each_starting_from_its_own(tmp_path):
+    text = GOOD.format(corpus=tmp_path).replace("    axes: {train.lr: [1.0e-4, 2.0e-4]}", """    replicates: 2
+    set: {train.seed: 7}
+  - name: two
+    replicates: 2
+    depends_on: one
+    axes: {train.lr: [1.0e-4, 2.0e-4]}""")
+    sweep = open_spec(write_spec(tmp_path, text), str(tmp_path))
+    trials = {trial.name: trial for trial in sweep.trials}
+    assert list(trials) == ["one-r0", "one-r1", "two-lr=0.0001-r0", "two-lr=0.0001-r1", "two-lr=0.0002-r0",
+                            "two-lr=0.0002-r1"]
+    assert [trials[n].config.train.seed for n in ("one-r0", "one-r1")] == [7, 8]
+    assert trials["two-lr=0.0002-r1"].config.train.seed == 1235  # TrainConfig's default seed + 1
+    assert trials["two-lr=0.0002-r1"].labels == {"lr": 2e-4, "replicate": 1}
+    assert trials["two-lr=0.0002-r1"].depends_on == "one-r1"
+    assert trials["two-lr=0.0002-r1"].config.init_from == str(sweep.dir / "one-r1" / "hf_model")
+    with pytest.raises(ConfigError, match=r"stages.1.depends_on: 'one' has 2 replicates .* and this stage 1"):
+        open_spec(write_spec(tmp_path, text.replace("    replicates: 2\n    depends_on", "    depends_on")),
+                  str(tmp_path))
 
 
 def test_anchor_keys_and_relative_corpus(tmp_path):

@@ -9,9 +9,10 @@ from typing import Any
 import pandas as pd
 
 from imlsweep.report import html
+from imlsweep.report.intervals import efficiency_comparisons, efficiency_intervals, needed_intervals, with_intervals
 from imlsweep.report.mixing import combined_scores, mixing_tables, printed_label
 from imlsweep.report.plots import efficiency_by_category_figure, efficiency_figure, mixing_figure
-from imlsweep.report.results import SweepResults, load_sweep_results, trial_counts
+from imlsweep.report.results import SweepResults, load_instances, load_sweep_results, trial_counts
 from imlsweep.report.sample_efficiency import (
     club_small_categories,
     data_needed_to_match,
@@ -36,10 +37,10 @@ class ReportPaths:
         return self.html.parent
 
 
-def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> ReportPaths:
+def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, seed: int = 0) -> ReportPaths:
     """Write report.html (self-contained) and its PNG figures. `sweep_dir` is a folder or an s3:// / gs://
     URI; the report is written locally, by default to SWEEP_DIR/report, for a URI in the sweep's folder
-    on this machine (`local_folder`)."""
+    on this machine (`local_folder`). `seed` seeds the bootstrap of every interval."""
     results = load_sweep_results(sweep_dir)
     local = local_folder(str(sweep_dir))
     out = Path(out_dir) if out_dir is not None else local / "report"
@@ -48,7 +49,8 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Re
     sections = [html.summary_section(results.name, trial_counts(results), wandb_link(results.spec, local),
                                      len(results.table))]
     if results.has_sample_efficiency:
-        sections.append(sample_efficiency_section(results, out, paths.figures))
+        sections.append(sample_efficiency_section(results, load_instances(sweep_dir, results.table), seed, out,
+                                                  paths.figures))
     for key in results.mixing_keys:
         sections.append(mixing_section(results, key, out, paths.figures))
     sections.append("<h2>Per task</h2>" + html.frame_table(task_table(results), sortable=True))
@@ -76,29 +78,35 @@ def terminal_summary(results: SweepResults) -> str:
     return "\n\n".join(parts)
 
 
-def sample_efficiency_section(results: SweepResults, out: Path, figures: list[Path]) -> str:
+def sample_efficiency_section(results: SweepResults, instances: pd.DataFrame | None, seed: int, out: Path,
+                              figures: list[Path]) -> str:
     table = results.table
     points = efficiency_points(table)
+    intervals = efficiency_intervals(table, instances, seed)
+    points = with_intervals(points, intervals)
     fits = power_law_fits(points)
     parts = ["<h2>Sample efficiency</h2>",
              '<p class="note">ROUGE-L (mean over evaluated instances) against training samples per task, '
              'log scale. Lines: trained with instructions, one per setting; markers: baselines '
              'without instructions, in their setting\'s colour; dashed line: the best fully supervised baseline; dotted: power-law '
-             'fit. "all" is placed at the mean training-pool size of the tasks.</p>']
+             'fit. "all" is placed at the mean training-pool size of the tasks. Bands and bars: 95% bootstrap '
+             'intervals over evaluation instances and replicates (seed ' + str(seed) + ').</p>']
     if points.empty:
         return "\n".join(parts + ['<p class="note">No finished trial yet.</p>'])
     figures.append(efficiency_figure(points, fits, out / "sample_efficiency.png"))
     parts.append(html.image(figures[-1], "sample efficiency, overall"))
     clubbed = table.assign(category=club_small_categories(table["category"], table["task_id"]))
     by_category = efficiency_points(clubbed, group="category")
+    by_category = with_intervals(by_category, efficiency_intervals(clubbed, instances, seed, group="category"),
+                                 group="category")
     figures.append(efficiency_by_category_figure(by_category, out / "sample_efficiency_by_category.png"))
     parts.append("<h3>By category</h3>" + html.image(figures[-1], "sample efficiency by category"))
-    parts.append("<h3>Data needed to match</h3>" + html.needed_table(data_needed_to_match(points)))
+    needed = needed_intervals(points, intervals, data_needed_to_match(points), fits)
+    parts.append("<h3>Data needed to match</h3>" + html.needed_table(needed, fits))
     parts.append('<h3>Power-law fit: score = a &minus; b &middot; n<sup>&minus;c</sup></h3>' + html.fits_table(fits))
-    overview = points.assign(series=points["series"].str.replace("_", "-")).pivot_table(
-        index="series", columns="samples", values="score")
-    overview = overview[list(points.sort_values("n").drop_duplicates("samples")["samples"])]
-    parts.append("<h3>Scores</h3>" + html.frame_table(overview, index_label="series"))
+    parts.append("<h3>Scores</h3>" + html.scores_table(points))
+    comparisons = efficiency_comparisons(clubbed, instances, seed)
+    parts.append("<h3>Paired comparisons</h3>" + html.comparisons_table(comparisons))
     return "\n".join(parts)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from imlsweep.report.mixing import COMBINED, MixingTable
-from imlsweep.report.sample_efficiency import PowerLawFit
+from imlsweep.report.sample_efficiency import POWER_LAW_PARAMETERS, PowerLawFit
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -98,28 +98,71 @@ def summary_section(name: str, counts: dict[str, Any], wandb: dict[str, str] | N
 
 
 def fits_table(fits: dict[str, PowerLawFit | None]) -> str:
-    frame = pd.DataFrame({series.replace("_", "-"): (
-        {"a": fit.a, "b": fit.b, "c": fit.c, "rmse": fit.rmse, "points": str(fit.n_points)} if fit else
-        {"a": None, "b": None, "c": None, "rmse": None, "points": None}) for series, fit in fits.items()}).T
-    return frame_table(frame, index_label="setting", digits=3)
+    rows = {}
+    for series, fit in fits.items():
+        if fit is None:
+            rows[series.replace("_", "-")] = {"a": None, "b": None, "c": None, "rmse": None, "points": None, "note": ""}
+        elif not fit.identifiable:
+            rows[series.replace("_", "-")] = {
+                "a": None, "b": None, "c": None, "rmse": None, "points": str(fit.n_points),
+                "note": f"not identifiable: {fit.n_points} points for {POWER_LAW_PARAMETERS} parameters"}
+        else:
+            rows[series.replace("_", "-")] = {"a": fit.a, "b": fit.b, "c": fit.c, "rmse": fit.rmse,
+                                              "points": str(fit.n_points), "note": ""}
+    return frame_table(pd.DataFrame(rows).T, index_label="setting", digits=3)
 
 
-def needed_table(needed: pd.DataFrame) -> str:
+def samples_text(value: float) -> str:
+    return "&infin;" if math.isinf(value) else f"{value:,.0f}"
+
+
+def needed_text(row: pd.Series, fit: PowerLawFit | None) -> str:
+    """Samples needed, its interval when the instances gave one, or why there is no number."""
+    if row["samples_needed"] is None or pd.isna(row["samples_needed"]):
+        if row.get("extrapolated") is not None and not pd.isna(row["extrapolated"]):
+            return f"not reached; ~{row['extrapolated']:,.0f} by the power-law fit (extrapolated)"
+        if fit is not None and not fit.identifiable:
+            return (f"not reached; no extrapolation: the power-law fit is not identifiable "
+                    f"({fit.n_points} points for {POWER_LAW_PARAMETERS} parameters)")
+        return "not reached"
+    text = (f"&le; {row['samples_needed']:,.0f} (smallest sampled)" if row["at_smallest"]
+            else f"{row['samples_needed']:,.0f}")
+    if not pd.isna(row.get("needed_low", math.nan)):
+        text += f" [{samples_text(row['needed_low'])}, {samples_text(row['needed_high'])}]"
+    return text
+
+
+def needed_table(needed: pd.DataFrame, fits: dict[str, PowerLawFit | None] | None = None) -> str:
     if needed.empty:
         return '<p class="note">No curve and baseline pair to compare yet.</p>'
     rows = []
     for _, row in needed.iterrows():
-        if row["samples_needed"] is None or pd.isna(row["samples_needed"]):
-            reached = "not reached"
-        elif row["at_smallest"]:
-            reached = f"&le; {row['samples_needed']:,.0f} (smallest sampled)"
-        else:
-            reached = f"{row['samples_needed']:,.0f}"
+        reached = needed_text(row, (fits or {}).get(row["series"]))
         rows.append(f'<tr><td class="text">{esc(row["series"]).replace("_", "-")}</td>'
                     f'<td class="text">{esc(row["baseline"]).replace("_", "-")}</td>'
                     f"{cell(float(row['baseline_score']))}<td>{reached}</td></tr>")
-    return ('<table><thead><tr><th class="text">setting</th><th class="text">baseline</th><th>baseline score</th>'
-            "<th>samples per task needed</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    return ('<p class="note">Brackets: 95% bootstrap interval; &infin;: on some draws the curve never reaches '
+            'the baseline.</p><table><thead><tr><th class="text">setting</th><th class="text">baseline</th>'
+            "<th>baseline score</th><th>samples per task needed</th></tr></thead><tbody>" + "".join(rows)
+            + "</tbody></table>")
+
+
+def scores_table(points: pd.DataFrame) -> str:
+    """Every point with its interval and what it stands on."""
+    frame = pd.DataFrame({
+        "setting": points["series"].str.replace("_", "-"), "samples": points["samples"], "score": points["score"],
+        "95% CI low": points["ci_low"], "95% CI high": points["ci_high"], "tasks": points["n_tasks"].astype(int),
+        "instances": points["instances"].astype(int), "replicates": points["replicates"].astype(int)})
+    return frame_table(frame.reset_index(drop=True), sortable=True)
+
+
+def comparisons_table(comparisons: pd.DataFrame) -> str:
+    if comparisons.empty:
+        return ('<p class="note">No paired comparison: no two settings share evaluated instances, or the trials '
+                "left no predictions.</p>")
+    return ('<p class="note">A &minus; B on the instances both evaluated (same task, item and replicate), with '
+            "its 95% bootstrap interval and two-sided paired-bootstrap p-value.</p>"
+            + frame_table(comparisons.reset_index(drop=True), sortable=True, digits=3))
 
 
 def mixing_section(key_label: str, tables: list[MixingTable], figure: Path | None) -> str:

@@ -38,8 +38,10 @@ def draw_efficiency(ax: plt.Axes, points: pd.DataFrame, fits: dict[str, PowerLaw
     for series, curve in curves.groupby("series", sort=True):
         color = color_of[series]
         ax.plot(curve["n"], curve["score"], marker="o", linewidth=2, color=color, label=series.replace("_", "-"))
+        if "ci_low" in curve.columns and curve["ci_low"].notna().any():
+            ax.fill_between(curve["n"], curve["ci_low"], curve["ci_high"], color=color, alpha=0.2, linewidth=0)
         fit = (fits or {}).get(series)
-        if fit is not None:
+        if fit is not None and fit.identifiable:
             grid = np.geomspace(curve["n"].min(), curve["n"].max(), 100)
             ax.plot(grid, fit.predict(grid), linestyle=":", color=color, linewidth=1.2)
     baselines = points[points["kind"] == "baseline"]
@@ -47,6 +49,9 @@ def draw_efficiency(ax: plt.Axes, points: pd.DataFrame, fits: dict[str, PowerLaw
         ax.scatter(baseline["n"], baseline["score"], marker=BASELINE_MARKERS[index % len(BASELINE_MARKERS)],
                    s=80, color=color_of[series.removesuffix(" baseline")], edgecolors="black", zorder=3,
                    label=series.replace("_", "-"))
+        if "ci_low" in baseline.columns and baseline["ci_low"].notna().any():
+            ax.errorbar(baseline["n"], baseline["score"], fmt="none", ecolor="black", elinewidth=1, capsize=3,
+                        yerr=[baseline["score"] - baseline["ci_low"], baseline["ci_high"] - baseline["score"]])
     best = best_supervised_baseline(points)
     if best is not None:
         ax.axhline(best["score"], color="grey", linestyle="--", linewidth=1,

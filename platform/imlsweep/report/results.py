@@ -16,15 +16,20 @@ import pandas as pd
 
 from imlsweep import storage
 from imlsweep.errors import UserError
+from imlsweep.eval.predict import RANK
 from imlsweep.sweep.results import FIXED_COLUMNS as RESULT_COLUMNS
 from imlsweep.sweep.results import RESULTS_FILE
 from imlsweep.sweep.sweep import read_plan, read_spec_data
+from imlsweep.trial_dir import TrialDir
 
 REQUIRED_COLUMNS = ("trial", "task_id", "category", "level", "shots", "score")
 
 # Swept keys and labels that describe the sample-efficiency design (or which task a per-task trial
 # trained on) rather than a mixing choice: they get no mixing table.
 SAMPLE_EFFICIENCY_KEYS = ("samples_per_task", "setting", "instructions", "cell", "trained_task")
+# A swept key whose values are replicates of the same trial: a stage's `replicates: N` (column
+# `replicate`) or a swept `train.seed`. Its rows are pooled into intervals, not compared.
+REPLICATE_KEYS = ("replicate", "seed")
 ALL_SAMPLES = "all"
 
 
@@ -40,7 +45,7 @@ class SweepResults:
 
     @property
     def mixing_keys(self) -> list[str]:
-        return [key for key in self.swept_keys if key not in SAMPLE_EFFICIENCY_KEYS]
+        return [key for key in self.swept_keys if key not in SAMPLE_EFFICIENCY_KEYS + REPLICATE_KEYS]
 
     @property
     def has_sample_efficiency(self) -> bool:
@@ -62,6 +67,24 @@ def load_sweep_results(sweep_dir: str | Path) -> SweepResults:
     name = str(table["sweep"].iloc[0]) if "sweep" in table.columns and len(table) else PurePosixPath(sweep_dir).name
     return SweepResults(name=name, table=normalize_results(table), swept_keys=swept_keys,
                         spec=read_spec_data(sweep_dir) or {}, plan=read_plan(sweep_dir) or {})
+
+
+def load_instances(sweep_dir: str | Path, table: pd.DataFrame) -> pd.DataFrame | None:
+    """The evaluated instances of the finished trials in `table`, from their `predictions.parquet`:
+    trial, task_id, shots, example_id, rougeL and score (the item's primary metric: correct for rank
+    classification, ROUGE-L otherwise), x100 like the results. None when no trial left predictions."""
+    frames = []
+    for trial in sorted(set(finished(table)["trial"])):
+        predictions = TrialDir(storage.join(str(sweep_dir), trial)).read_predictions()
+        if predictions is None:
+            continue
+        items = predictions.select(["task_id", "shots", "example_id", "mode", "rougeL", "correct"]).to_pandas()
+        ranked = items["mode"] == RANK
+        items["rougeL"] = 100.0 * items["rougeL"].astype(float)
+        items["score"] = items["rougeL"].where(~ranked, 100.0 * items["correct"].fillna(False).astype(float))
+        items["shots"] = items["shots"].astype(int)
+        frames.append(items.drop(columns=["mode", "correct"]).assign(trial=trial))
+    return pd.concat(frames, ignore_index=True) if frames else None
 
 
 def normalize_results(table: pd.DataFrame) -> pd.DataFrame:

@@ -20,9 +20,13 @@ from imlsweep.report.results import ALL_SAMPLES, finished
 OTHERS = "Others"
 
 
+POWER_LAW_PARAMETERS = 3
+
+
 @dataclass(frozen=True)
 class PowerLawFit:
-    """score = a - b * n^(-c), fitted by least squares."""
+    """score = a - b * n^(-c), fitted by least squares. With no more distinct sizes than the three
+    parameters the curve passes through every point whatever the truth: not identifiable."""
 
     a: float
     b: float
@@ -30,8 +34,18 @@ class PowerLawFit:
     rmse: float
     n_points: int
 
+    @property
+    def identifiable(self) -> bool:
+        return self.n_points > POWER_LAW_PARAMETERS
+
     def predict(self, n: np.ndarray | float) -> np.ndarray | float:
         return self.a - self.b * np.power(n, -self.c)
+
+    def samples_for(self, target: float) -> float | None:
+        """n at which the fitted curve reaches `target` (None: never, the asymptote a is below it)."""
+        if not self.identifiable or self.b <= 0 or self.c <= 0 or target >= self.a:
+            return None
+        return float((self.b / (self.a - target)) ** (1 / self.c))
 
 
 def all_samples_position(table: pd.DataFrame) -> float | None:
@@ -70,13 +84,8 @@ def club_small_categories(categories: pd.Series, tasks: pd.Series, keep: int = 6
     return categories.where(categories.isin(kept), OTHERS)
 
 
-def efficiency_points(table: pd.DataFrame, group: str | None = None, metric: str = "rougeL") -> pd.DataFrame:
-    """One row per (kind, series, samples[, group]) with the instance-weighted mean metric.
-
-    kind is "curve" (trained with instructions), "baseline" (without), or "reference" (no samples of
-    the evaluated tasks, e.g. a pre-finetuned model scored zero-shot: it has no place on a log axis);
-    series is the setting ("multi_task", or "multi_task baseline").
-    Columns: kind, series, samples, n, score, n_tasks[, group]."""
+def efficiency_rows(table: pd.DataFrame, group: str | None = None, metric: str = "rougeL") -> pd.DataFrame:
+    """The finished rows at the smallest shot setting, with their point: kind, series, n, value, weight."""
     rows = finished(table).copy()
     rows = rows[rows["shots"] == rows["shots"].min()] if len(rows) else rows
     rows["value"] = rows[metric].fillna(rows["score"]) if metric in rows.columns else rows["score"]
@@ -84,8 +93,22 @@ def efficiency_points(table: pd.DataFrame, group: str | None = None, metric: str
     rows["weight"] = rows["n_eval"].fillna(1).clip(lower=1) if "n_eval" in rows.columns else 1.0
     rows["kind"], rows["series"] = series_of(rows)
     rows["kind"] = rows["kind"].where(~(rows["n"] <= 0), "reference")
-    keys = ["kind", "series", "samples_per_task", "n"] + ([group] if group else [])
-    rows = rows.dropna(subset=["n", "value"])
+    return rows.dropna(subset=["n", "value"])
+
+
+def point_keys(group: str | None) -> list[str]:
+    return ["kind", "series", "samples_per_task", "n"] + ([group] if group else [])
+
+
+def efficiency_points(table: pd.DataFrame, group: str | None = None, metric: str = "rougeL") -> pd.DataFrame:
+    """One row per (kind, series, samples[, group]) with the instance-weighted mean metric.
+
+    kind is "curve" (trained with instructions), "baseline" (without), or "reference" (no samples of
+    the evaluated tasks, e.g. a pre-finetuned model scored zero-shot: it has no place on a log axis);
+    series is the setting ("multi_task", or "multi_task baseline").
+    Columns: kind, series, samples, n, score, n_tasks[, group]."""
+    rows = efficiency_rows(table, group, metric)
+    keys = point_keys(group)
     if rows.empty:
         return pd.DataFrame(columns=keys + ["score", "n_tasks"]).rename(columns={"samples_per_task": "samples"})
     rows["weighted"] = rows["value"] * rows["weight"]
@@ -120,17 +143,27 @@ def samples_to_reach(n: np.ndarray, score: np.ndarray, target: float) -> float |
     """The smallest n at which the curve reaches `target`, interpolated linearly in log n.
 
     Returns n[0] when the first point already reaches it, None when no point does."""
-    order = np.argsort(n)
-    n, score = np.asarray(n, float)[order], np.asarray(score, float)[order]
     if len(n) == 0:
         return None
-    if score[0] >= target:
-        return float(n[0])
-    for i in range(1, len(n)):
-        if score[i] >= target:
-            fraction = (target - score[i - 1]) / (score[i] - score[i - 1])
-            return float(np.exp(np.log(n[i - 1]) + fraction * (np.log(n[i]) - np.log(n[i - 1]))))
-    return None
+    reached = float(samples_to_reach_draws(n, np.asarray(score, float)[:, None], np.array([target]))[0])
+    return None if np.isnan(reached) else reached
+
+
+def samples_to_reach_draws(n: np.ndarray, scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """`samples_to_reach` for many draws at once: scores [points x draws], targets [draws]; NaN where
+    a draw's curve never reaches its target."""
+    order = np.argsort(n)
+    n, scores = np.asarray(n, float)[order], np.asarray(scores, float)[order]
+    log_n = np.log(n)
+    reached = scores >= targets[None, :]
+    first = np.argmax(reached, axis=0)
+    previous = np.maximum(first - 1, 0)
+    columns = np.arange(scores.shape[1])
+    below, above = scores[previous, columns], scores[first, columns]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fraction = np.where(first > 0, (targets - below) / (above - below), 0.0)
+    result = np.where(first > 0, np.exp(log_n[previous] + fraction * (log_n[first] - log_n[previous])), n[first])
+    return np.where(reached.any(axis=0), result, np.nan)
 
 
 def data_needed_to_match(points: pd.DataFrame) -> pd.DataFrame:
@@ -176,7 +209,8 @@ def fit_power_law(n: np.ndarray, score: np.ndarray) -> PowerLawFit | None:
                               options={"xatol": 1e-10})
     log_c = refined.x if refined.fun <= errors[best] else grid[best]
     a, b, sse = solve(log_c)
-    return PowerLawFit(a=a, b=b, c=float(np.exp(log_c)), rmse=float(np.sqrt(sse / len(n))), n_points=len(n))
+    return PowerLawFit(a=a, b=b, c=float(np.exp(log_c)), rmse=float(np.sqrt(sse / len(n))),
+                       n_points=len(np.unique(n)))
 
 
 def power_law_fits(points: pd.DataFrame) -> dict[str, PowerLawFit | None]:

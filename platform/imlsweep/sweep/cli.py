@@ -108,10 +108,12 @@ def execute(sweep, args: argparse.Namespace) -> int:
     from imlsweep.ray_session import ray_session
     from imlsweep.sweep.checks import require_valid
     from imlsweep.sweep.corpus import ensure_corpus
+    from imlsweep.sweep.credentials import describe_tracking
     from imlsweep.sweep.driver import run_sweep
     from imlsweep.sweep.state import format_status
 
     require_valid(sweep, Corpus.open(ensure_corpus(sweep.spec)))  # nothing starts on bad input
+    print(describe_tracking(sweep.spec.tracking), file=sys.stderr, flush=True)  # where the key comes from, never the key
     with ray_session(args.address):
         status = run_sweep(sweep)
     # printed after Ray has shut down, so Ray's last messages do not follow the result

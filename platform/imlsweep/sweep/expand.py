@@ -18,9 +18,11 @@ from typing import Any
 from imlsweep import storage
 from imlsweep.config import ConfigError, validate_config
 from imlsweep.sweep.spec import Stage, SweepSpec
-from imlsweep.train.config import TrialConfig
+from imlsweep.train.config import TrainConfig, TrialConfig
 from imlsweep.trial_dir import TrialDir
 
+# The results column of a stage's `replicates: N`: which replicate (0..N-1) a trial is.
+REPLICATE_LABEL = "replicate"
 # Train keys that a sweep's `resources` (same names) sets on every trial.
 RESOURCE_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker")
 
@@ -121,17 +123,47 @@ def expand_stage(spec: SweepSpec, index: int, stage: Stage, earlier: set[str], s
                         set_dotted(config, key, [task], f"{where}.per_task.keys")
                     labels["trained_task"] = task
                     parts.append(short[task])
-                if depends_on is not None and depends_on not in earlier:
-                    where_dep = f"{where}.cells.{cell_index}" if cell and cell.depends_on else where
-                    listed = sorted(earlier)
-                    raise ConfigError(f"{where_dep}.depends_on: no trial {depends_on!r} in an earlier stage "
-                                      f"(trials there: {', '.join(listed[:5])}{', ...' if len(listed) > 5 else ''})")
-                drafts.append(DraftTrial(name="-".join(parts), stage=stage.name, config=config, labels=labels,
-                                         depends_on=depends_on))
+                where_dep = f"{where}.cells.{cell_index}" if cell and cell.depends_on else where
+                for replicate in range(stage.replicates):
+                    draft = DraftTrial(name="-".join(parts), stage=stage.name, config=config, labels=labels,
+                                       depends_on=depends_on)
+                    if stage.replicates > 1:
+                        draft = replicate_of(draft, replicate, where)
+                    if draft.depends_on is not None:
+                        draft.depends_on = resolve_dependency(draft.depends_on, replicate, stage.replicates,
+                                                              earlier, f"{where_dep}.depends_on")
+                    drafts.append(draft)
     if stage.search is not None:
         # A search stage has one template trial; Ray Tune samples `num_samples` variants of it.
         drafts[0].labels.update({axis_column(key): None for key in stage.search.space})
     return drafts
+
+
+def replicate_of(draft: DraftTrial, replicate: int, source: str) -> DraftTrial:
+    """Replicate `replicate` of a trial: named `<trial>-r<i>`, labelled `replicate: i`, trained with
+    `train.seed` + i (the seed the trial would have, else TrainConfig's default)."""
+    config = copy.deepcopy(draft.config)
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    seed = train.get("seed", TrainConfig.model_fields["seed"].default)
+    set_dotted(config, "train.seed", int(seed) + replicate, f"{source}.replicates")
+    return DraftTrial(name=f"{draft.name}-r{replicate}", stage=draft.stage, config=config,
+                      labels=draft.labels | {REPLICATE_LABEL: replicate}, depends_on=draft.depends_on)
+
+
+def resolve_dependency(depends_on: str, replicate: int, replicates: int, earlier: set[str], source: str) -> str:
+    """The earlier trial a trial starts from. A replicated trial named by its base name means the same
+    replicate of it: a stage with as many replicates starts each replicate from its own."""
+    if depends_on in earlier:
+        return depends_on
+    upstream = sum(f"{depends_on}-r{index}" in earlier for index in range(len(earlier)))
+    if upstream:
+        if upstream == replicates:
+            return f"{depends_on}-r{replicate}"
+        raise ConfigError(f"{source}: {depends_on!r} has {upstream} replicates ({depends_on}-r0, ...) and this stage "
+                          f"{replicates}: give it as many `replicates` (each starts from its own) or name one replicate")
+    listed = sorted(earlier)
+    raise ConfigError(f"{source}: no trial {depends_on!r} in an earlier stage "
+                      f"(trials there: {', '.join(listed[:5])}{', ...' if len(listed) > 5 else ''})")
 
 
 def set_resources(spec: SweepSpec, draft: DraftTrial, source: str) -> None:

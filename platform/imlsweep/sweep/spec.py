@@ -73,6 +73,8 @@ class Stage(StrictModel):
     per_task: PerTask | None = None
     depends_on: str | None = Field(default=None, description="trial of an earlier stage to start from")
     search: Search | None = None
+    replicates: int = Field(default=1, ge=1, description="trials per configuration, seeds train.seed + 0..N-1; "
+                            "the report pools them into intervals")
 
     @field_validator("axes")
     @classmethod
@@ -84,8 +86,8 @@ class Stage(StrictModel):
 
     @model_validator(mode="after")
     def _search_alone(self) -> "Stage":
-        if self.search is not None and (self.axes or self.cells or self.per_task):
-            raise ValueError("a stage with `search` cannot also have axes, cells or per_task")
+        if self.search is not None and (self.axes or self.cells or self.per_task or self.replicates > 1):
+            raise ValueError("a stage with `search` cannot also have axes, cells, per_task or replicates")
         names = [cell.name for cell in self.cells]
         if len(set(names)) != len(names):
             raise ValueError(f"cell names repeat: {sorted(n for n in set(names) if names.count(n) > 1)}")
@@ -120,7 +122,7 @@ class Tracking(StrictModel):
     project: str = "imlsweep"
     entity: str | None = None
     mode: Literal["auto", "online", "offline"] = Field(
-        default="auto", description="auto: online when WANDB_API_KEY is set, offline otherwise")
+        default="auto", description="auto: online when W&B credentials are found (WANDB_API_KEY, or a netrc file: NETRC or ~/.netrc), offline otherwise")
 
 
 class CorpusFigures(StrictModel):
