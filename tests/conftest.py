@@ -1,4 +1,4 @@
-"""Shared fixtures: one local Ray instance per test session, no network, W&B offline; and the two lanes.
+"""Shared fixtures: one local Ray instance per test session, no network, W&B offline and without credentials; and the two lanes.
 
 `make test-fast` runs the tests not marked `slow`. A test that uses the session's Ray instance is marked
 slow here; a test that starts a subprocess or a DeepSpeed engine says so itself. An unmarked test that
@@ -20,6 +20,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["WANDB_MODE"] = "offline"
 os.environ.pop("WANDB_API_KEY", None)
+os.environ["NETRC"] = "/dev/null"  # never a developer's own W&B login (~/.netrc)
 
 from imlsweep.assets import SUPERNI_SAMPLE_DIR  # noqa: E402
 

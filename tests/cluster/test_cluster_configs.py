@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -55,7 +54,7 @@ def test_cpu_head_on_demand_and_autoscaling_spot_gpu_workers(name):
 @pytest.mark.parametrize("name", LAUNCHER_CONFIGS)
 def test_nodes_install_the_package_from_the_checkout(name):
     config = load(name)
-    assert config["file_mounts"] == {"~/imlsweep": "."}
+    assert config["file_mounts"]["~/imlsweep"] == "."
     assert {".venv", ".git", "runs"} <= set(config["rsync_exclude"])
     assert any(re.search(r"pip install .*-c ~/imlsweep/constraints.txt -e ~/imlsweep", c) for c in config["setup_commands"])
     # The sweep directory lives on storage every node mounts (on the host, then into the container).
@@ -89,9 +88,14 @@ def test_kuberay_cluster_translates_to_a_valid_autoscaler_config():
         containers = group["template"]["spec"]["containers"]
         assert containers and all(c.get("name") and c.get("image") for c in containers)
         assert isinstance(group.get("rayStartParams"), dict)
-        for container in containers:  # the W&B key comes from a Secret, never from the manifest
-            key = [e for e in container.get("env", []) if e["name"] == "WANDB_API_KEY"]
-            assert key and "secretKeyRef" in key[0]["valueFrom"] and "value" not in key[0]
+        volumes = {v["name"]: v for v in group["template"]["spec"]["volumes"]}
+        for container in containers:  # the W&B key: a netrc file from the Secret, NETRC pointing to it
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert "WANDB_API_KEY" not in env
+            mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+            assert env["NETRC"]["value"] == f"{mounts['credentials']}/netrc"
+            secret = volumes["credentials"]["secret"]
+            assert secret["secretName"] == "wandb-netrc" and secret["optional"] is True
     for group in spec["workerGroupSpecs"]:
         assert group["groupName"] and group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
 
@@ -126,8 +130,20 @@ def test_no_secret_is_written_in_the_cluster_files():
             assert not re.search(r"\b[0-9a-f]{40}\b", text), path  # the shape of a W&B key
 
 
+@pytest.mark.parametrize("name", LAUNCHER_CONFIGS)
+def test_nodes_get_w_and_b_credentials_as_a_netrc_file(name):
+    """The local credentials folder goes to every node; the Ray processes started there (and so every job's
+    driver and trials) have NETRC pointing to the netrc file in it."""
+    config = load(name)
+    folder = "~/.config/imlsweep/credentials"
+    assert config["file_mounts"][folder] == folder
+    for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
+        start = next(c for c in commands if "ray start" in c)
+        assert start.index("export NETRC=$HOME/.config/imlsweep/credentials/netrc;") < start.index("ray start")
+
+
 @pytest.mark.slow  # runs the script
-def test_submit_script_adds_the_key_from_the_environment(tmp_path):
+def test_submit_script_leaves_the_key_out_of_the_job(tmp_path):
     """cluster/submit.sh with a `ray` on PATH that records its arguments instead of submitting."""
     recorder = tmp_path / "ray"
     recorder.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$RECORD"\n')
@@ -135,12 +151,13 @@ def test_submit_script_adds_the_key_from_the_environment(tmp_path):
     python_dir = Path(os.sys.executable).parent
     env = {"PATH": f"{tmp_path}:{python_dir}:/usr/bin:/bin", "RECORD": str(tmp_path / "args"),
            "WANDB_API_KEY": "k" * 40, "PYTHON": os.sys.executable}
-    subprocess.run([str(CLUSTER / "submit.sh"), "--no-wait", "--", "imlsweep", "sweep", "run", "x.yaml"],
-                   env=env, check=True, cwd=tmp_path)
+    submit = subprocess.run([str(CLUSTER / "submit.sh"), "--no-wait", "--", "imlsweep", "sweep", "run", "x.yaml"],
+                            env=env, check=True, cwd=tmp_path, capture_output=True, text=True)
     args = (tmp_path / "args").read_text().splitlines()
     assert args[:4] == ["job", "submit", "--address", "http://127.0.0.1:8265"]
     assert args[args.index("--working-dir") + 1] == "."
-    runtime_env = json.loads(args[args.index("--runtime-env-json") + 1])
-    assert runtime_env["env_vars"]["WANDB_API_KEY"] == "k" * 40
-    assert runtime_env["excludes"] == load("runtime_env.yaml")["excludes"]
+    assert args[args.index("--runtime-env") + 1] == "cluster/runtime_env.yaml"  # run from the repository root
+    assert "WANDB_API_KEY" not in load("runtime_env.yaml").get("env_vars", {})
+    assert not any("k" * 40 in arg for arg in args)
+    assert "WANDB_API_KEY is not sent with the job" in submit.stderr and "k" * 40 not in submit.stderr
     assert args[-5:] == ["--", "imlsweep", "sweep", "run", "x.yaml"]

@@ -1,4 +1,6 @@
-"""A sweep submitted with `ray job submit` to a real Ray head on loopback, then its report.
+"""A sweep submitted with `ray job submit` to a real Ray head on loopback, then its report; the head's
+node holds a W&B key in a netrc file (NETRC), and the key shows up in none of Ray's job table, the job's
+logs, Ray's session files and the sweep directory.
 
 The head is started with `ray start --head` with its dashboard and job server on 127.0.0.1, its own
 temp dir, ports and token, so it cannot meet any other Ray instance on the machine. (Ray places its
@@ -82,15 +84,28 @@ def stop_head(temp_dir: str, session_id: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def ray_head():
-    """A Ray head on 127.0.0.1: 4 CPUs, non-default ports, token authentication with its own token."""
+def wandb_netrc(tmp_path_factory):
+    """A W&B key (made here, so no file of the checkout the job uploads holds it) in a netrc file: the
+    node's credentials, as the cluster YAMLs and the KubeRay manifest give them."""
+    key = (uuid.uuid4().hex + uuid.uuid4().hex)[:40]
+    path = tmp_path_factory.mktemp("credentials") / "netrc"
+    path.write_text(f"machine api.wandb.ai\n  login user\n  password {key}\n")
+    path.chmod(0o600)
+    return {"path": path, "key": key}
+
+
+@pytest.fixture(scope="module")
+def ray_head(wandb_netrc):
+    """A Ray head on 127.0.0.1: 4 CPUs, non-default ports, token authentication with its own token; NETRC
+    points to the node's W&B credentials, as the cluster YAMLs' start commands do."""
     temp_dir = tempfile.mkdtemp(prefix="rayh-", dir="/tmp")  # short: Ray's unix sockets live under it
     ports = free_ports(9)
     (gcs, dashboard, client, node_manager, object_manager, agent_listen, agent_grpc, metrics,
      runtime_env_agent) = ports
     worker_low = worker_port_range_start(ports)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex,
-           "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+           "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+           "NETRC": str(wandb_netrc["path"])}
     env.pop("RAY_ADDRESS", None)
     command = [
         str(BIN / "ray"), "start", "--head", f"--port={gcs}",
@@ -119,12 +134,13 @@ def ray_job(head: dict, *args: str, timeout: float = 60) -> subprocess.Completed
 
 
 @pytest.fixture(scope="module")
-def submitted_sweep(ray_head, tmp_path_factory):
-    """The miniature quickstart, submitted through cluster/submit.sh (checkout as working dir)."""
+def submitted_sweep(ray_head, wandb_netrc, tmp_path_factory):
+    """The miniature quickstart, submitted through cluster/submit.sh (checkout as working dir) from a shell
+    that also has the key in WANDB_API_KEY, which the script must leave out of the job."""
     storage = tmp_path_factory.mktemp("storage")
     submission = f"imlsweep-{uuid.uuid4().hex[:8]}"
     env = {**ray_head["env"], "RAY_ADDRESS": ray_head["address"], "PYTHON": sys.executable,
-           "WANDB_API_KEY": "0123456789abcdef" * 2 + "01234567"}  # must reach the job, never a file
+           "WANDB_API_KEY": wandb_netrc["key"]}
     submit = subprocess.run(
         [str(REPO / "cluster" / "submit.sh"), "--no-wait", "--submission-id", submission, "--",
          str(BIN / "imlsweep"), "sweep", "run", str(SPEC), "--storage", str(storage), "--json"],
@@ -137,7 +153,9 @@ def submitted_sweep(ray_head, tmp_path_factory):
         status = f"still running after {JOB_TIMEOUT_S} s"
         ray_job(ray_head, "stop", submission, timeout=120)
     logs = ray_job(ray_head, "logs", submission).stdout
-    return {"status": status, "logs": logs, "sweep_dir": storage / "job_submit", "key": env["WANDB_API_KEY"]}
+    return {"status": status, "logs": logs, "sweep_dir": storage / "job_submit", "submit_stderr": submit.stderr,
+            "submission": submission,
+            "job_list": ray_job(ray_head, "list").stdout}
 
 
 def test_submitted_sweep_succeeds_with_results(submitted_sweep):
@@ -152,11 +170,23 @@ def test_submitted_sweep_succeeds_with_results(submitted_sweep):
                                        "task828_copa_commonsense_cause_effect"}
 
 
-def test_the_wandb_key_is_written_to_no_file(submitted_sweep):
-    key = submitted_sweep["key"].encode()
-    for path in submitted_sweep["sweep_dir"].rglob("*"):
-        if path.is_file():
-            assert key not in path.read_bytes(), path
+def files_holding(folder: Path, text: str) -> list[Path]:
+    return [path for path in folder.rglob("*") if path.is_file() and text.encode() in path.read_bytes()]
+
+
+def test_the_wandb_key_is_in_no_job_record_log_session_file_or_sweep_file(submitted_sweep, ray_head, wandb_netrc):
+    key = wandb_netrc["key"]
+    assert submitted_sweep["submission"] in submitted_sweep["job_list"]  # the job table, runtime_env included
+    assert key not in submitted_sweep["job_list"]
+    assert key not in submitted_sweep["logs"] and key not in submitted_sweep["submit_stderr"]
+    assert files_holding(Path(ray_head["temp_dir"]), key) == []  # Ray's session files: GCS, logs, runtime envs
+    assert files_holding(submitted_sweep["sweep_dir"], key) == []
+
+
+def test_the_sweep_says_once_where_the_nodes_w_and_b_credentials_come_from(submitted_sweep, wandb_netrc):
+    line = f"credentials from netrc file {wandb_netrc['path']} (machine api.wandb.ai)"
+    assert submitted_sweep["logs"].count(line) == 1
+    assert "WANDB_API_KEY is not sent with the job" in submitted_sweep["submit_stderr"]
 
 
 def test_report_of_the_submitted_sweep(submitted_sweep, tmp_path):

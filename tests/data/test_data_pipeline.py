@@ -29,29 +29,66 @@ def expanded(rows):
 def packed_rows(ray_local, sample_corpus):
     from imlsweep.data.pipeline import build_train_dataset
 
-    return expanded(build_train_dataset(MIXTURE, sample_corpus, "tiny", "causal", num_blocks=2).take_all())
+    return expanded(build_train_dataset(MIXTURE, sample_corpus, "tiny", "causal").take_all())
 
 
 def stacked(rows, column):
     return np.stack([row[column] for row in rows])
 
 
-def test_same_seed_same_stream_whatever_the_blocks(packed_rows, sample_corpus):
-    from imlsweep.data.pipeline import build_train_dataset
+def test_same_seed_same_stream_whatever_the_segments(packed_rows, sample_corpus):
+    from ray.data._internal.logical.interfaces import LogicalOperator
+    from ray.data._internal.logical.operators.all_to_all_operator import AbstractAllToAll
 
-    again = expanded(build_train_dataset(MIXTURE, sample_corpus, "tiny", "causal", num_blocks=7).take_all())
+    from imlsweep.data.pipeline import build_train_dataset, iter_train_batches
+
+    again = expanded(build_train_dataset(MIXTURE, sample_corpus, "tiny", "causal", segment_windows=3).take_all())
     for column in PACKED_COLUMNS:
         assert (stacked(again, column) == stacked(packed_rows, column)).all()
-    # several packing windows go through the shuffle stages: still independent of the blocks
-    raw = [build_train_dataset(MIXTURE, sample_corpus, "tiny", "causal", num_blocks=n, window=40).take_all()
-           for n in (3, 8)]
+    # many windows, cut into segments of 1 and of 3 windows: the same rows, windows in order
+    datasets = [build_train_dataset(MIXTURE, sample_corpus, "tiny", "causal", window=16, segment_windows=n)
+                for n in (1, 3)]
+    raw = [dataset.take_all() for dataset in datasets]
     indices = [row["packed_index"] for row in raw[0]]
-    assert indices == sorted(indices) and indices[-1] >= 40  # windows come out in order, unsorted
+    assert indices == sorted(indices) and indices[-1] >= 5 * 16  # windows come out in order, unsorted
     windows = [expanded(rows) for rows in raw]
     for column in PACKED_COLUMNS:
         assert (stacked(windows[0], column) == stacked(windows[1], column)).all()
     documents = [(stacked(rows, "document_ids") >= 0).sum() for rows in (packed_rows, windows[0])]
     assert documents[0] == documents[1] > 0  # the same tokens, packed per window
+
+    def operators(op: LogicalOperator) -> list[LogicalOperator]:
+        return [op, *(o for child in op.input_dependencies for o in operators(child))]
+
+    # no step that needs the whole stream: segments are mapped and handed on, never shuffled or sorted
+    assert not [op for op in operators(datasets[0]._logical_plan.dag) if isinstance(op, AbstractAllToAll)]
+    # resuming mid-epoch skips exactly the batches already trained
+    full = [batch["input_ids"] for batch in iter_train_batches(datasets[0], 2, "causal")]
+    resumed = [batch["input_ids"] for batch in iter_train_batches(datasets[0], 2, "causal", skip_batches=3)]
+    assert len(resumed) == len(full) - 3 > 0 and all((a == b).all() for a, b in zip(resumed, full[3:]))
+
+
+def test_segments_hold_their_windows_only():
+    """A long stream is cut into segments of a bounded number of windows; together they hold every draw."""
+    from imlsweep.data.pipeline import segment_items
+
+    rng = np.random.default_rng(0)
+    total, segment_size = 10_000, 3 * 64
+    sources = rng.integers(0, 7, total)
+    items = [{"source": s, "positions": rng.integers(0, 50, (sources == s).sum()),
+              "orders": rng.permutation(np.flatnonzero(sources == s))} for s in range(7)]
+    segments = segment_items(items, total, segment_size)
+    assert len(segments) == -(-total // segment_size)
+    drawn = set()
+    for number, segment in enumerate(segments):
+        orders = segment["orders"]
+        assert orders.min() >= number * segment_size and orders.max() < (number + 1) * segment_size
+        for source, start, end in zip(segment["source"], segment["bounds"][:-1], segment["bounds"][1:]):
+            item = items[source]
+            at = {int(o): int(p) for o, p in zip(item["orders"], item["positions"])}
+            assert all(at[int(o)] == p for o, p in zip(orders[start:end], segment["positions"][start:end]))
+        drawn.update(orders.tolist())
+    assert drawn == set(range(total))
 
 
 def test_packed_labels_mask_exactly_the_sources(packed_rows, sample_corpus):

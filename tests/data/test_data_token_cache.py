@@ -212,10 +212,10 @@ def test_rows_with_a_warm_cache_equal_a_cold_one_and_resume_mid_epoch(ray_local,
     from imlsweep.data.pipeline import build_train_dataset, iter_train_batches
 
     mixture = MIXTURE.model_copy(update={"max_length": 384})
-    cold = build_train_dataset(mixture, sample_corpus, "tiny", "causal", num_blocks=2, window=40,
+    cold = build_train_dataset(mixture, sample_corpus, "tiny", "causal", segment_windows=1, window=40,
                                token_cache=str(tmp_path)).take_all()
     assert entry_files(tmp_path)
-    warm_dataset = build_train_dataset(mixture, sample_corpus, "tiny", "causal", num_blocks=5, window=40,
+    warm_dataset = build_train_dataset(mixture, sample_corpus, "tiny", "causal", segment_windows=3, window=40,
                                        token_cache=str(tmp_path))
     warm = warm_dataset.take_all()
     assert len(warm) == len(cold) > 1

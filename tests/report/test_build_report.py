@@ -93,7 +93,9 @@ def test_cli_prints_where_the_report_is(tmp_path, capsys):
     sweep_dir = write_sweep(tmp_path / "eps", eps_results())
     assert main(["report", str(sweep_dir), "--out", str(tmp_path / "r"), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == {"html": str(tmp_path / "r" / "report.html"), "figures": [str(tmp_path / "r" / "mixing_eps.png")]}
+    assert printed["html"] == str(tmp_path / "r" / "report.html")
+    assert printed["figures"] == [str(tmp_path / "r" / "mixing_eps.png")]
+    assert str(tmp_path / "r" / "tables" / "per_task.tex") in printed["tables"]
     assert main(["report", str(sweep_dir)]) == 0
     assert capsys.readouterr().out == f"report: {sweep_dir / 'report' / 'report.html'}\n"
 

@@ -40,15 +40,15 @@ def test_plan_counts(name, tmp_path):
     assert summary["trials_by_stage"] == EXPECTED_TRIALS[name]
     assert summary["total_trials"] == sum(EXPECTED_TRIALS[name].values()) == len(sweep.trials)
     assert len({trial.name for trial in sweep.trials}) == len(sweep.trials)
-    assert summary["gpu_hours"] > 0
+    assert summary["trial_hours"] > 0 and (summary["gpu_hours"] > 0) == (sweep.spec.resources.gpus_per_worker > 0)
 
 
-def test_961_grid(capsys):
-    assert main(["sweep", "plan", str(SWEEPS / "stl_mtl_sample_efficiency.yaml"), "--json"]) == 0
+def test_961_grid(tmp_path, capsys):
+    assert main(["sweep", "plan", str(SWEEPS / "stl_mtl_sample_efficiency.yaml"), "--storage", str(tmp_path), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["total_trials"] == 961
     assert summary["trials_by_setting"] == {"single_task": 952, "multi_task": 9}
-    assert main(["sweep", "plan", str(SWEEPS / "stl_mtl_sample_efficiency.yaml")]) == 0
+    assert main(["sweep", "plan", str(SWEEPS / "stl_mtl_sample_efficiency.yaml"), "--storage", str(tmp_path)]) == 0
     assert "961 = 952 single_task + 9 multi_task" in capsys.readouterr().out
 
     trials = {t.name: t for t in open_spec(SWEEPS / "stl_mtl_sample_efficiency.yaml").trials}
@@ -102,6 +102,8 @@ stages:
                                                             "a key here: renamed to `stream_multiple`"),
     ("stages:\n  - name: one\n    set: {train.use_gpu: true}", "`use_gpu` is no longer a key here: set `gpus_per_worker`"),
     ("stages:\n  - name: one\nestimate: {epochs: 3}", "estimate: Value error, `epochs` is no longer a key here"),
+    ("stages:\n  - name: one\nestimate: {tokens_per_example: 300}", "estimate: Value error, `tokens_per_example` is "
+                                                                   "no longer a key here: measured from the built corpus"),
     ("stages:\n  - name: one\n    set: {train.workers: 2}", "trial one: train.workers: set by the sweep's "
                                                            "resources.workers"),
 ])

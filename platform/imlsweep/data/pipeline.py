@@ -1,16 +1,19 @@
 """The training stream on Ray Data: corpus + mixture -> packed rows (decoder-only) or token pairs (seq2seq).
 
-    plan (driver, manifest only) -> one item per source: its drawn pool positions and stream positions
-    -> map_batches: read the task, render, tokenize (shared parts once per task)   [parallel per source]
-    -> decoder-only: groupby(window of stream positions, sort-based).map_groups(pack rows)
-       seq2seq:      sort by stream position
-    (a stream of one window skips the shuffles: one block, packed or sorted in place)
+    plan (driver, manifest only) -> the stream cut into segments of SEGMENT_WINDOWS windows of stream
+    positions; one work item per segment: each source's drawn pool positions landing in it
+    -> map_batches, one segment per task: read its tasks, render, tokenize (shared parts once per task),
+       then decoder-only: pack each window;  seq2seq: the pairs in stream order
+    -> handed on in segment order (preserve_order)
+
+No step needs the whole stream: a segment's packed rows leave as soon as its examples are tokenized,
+and the memory held is that of the segments in flight (a few per CPU), whatever the stream's length.
+The price is that each segment reads and renders again the tasks it draws from.
 
 Every random choice comes from the mixture's seed, and packing works on fixed windows of stream
-positions, so the rows and their order do not depend on how Ray splits the data into blocks. Examples
-travel as int32 token lists with a loss start, packed rows as int32 ids plus document lengths (8 KB a
-row at 2048): the shuffles move 4x and 8x fewer bytes than int64 ids and labels would. Workers expand
-their batches.
+positions, so the rows and their order depend neither on the segment size nor on how Ray schedules the
+segments. Examples travel as int32 token lists with a loss start inside a segment, packed rows as int32
+ids plus document lengths (8 KB a row at 2048). Workers expand their batches.
 
 Workers turn their shard into torch batches with `iter_train_batches`. Resuming mid-epoch: the order
 is a function of the seed only, so a restarted worker passes `skip_batches=N` to skip the N batches
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
 
 ModelKind = Literal["causal", "seq2seq"]
 PACK_WINDOW = 8192  # stream positions packed together (slots filled: 0.998 at 2048, 0.999 at 8192)
-BLOCKS_PER_CPU = 4  # tokenizing tasks per CPU: enough to balance, few enough for cheap sort shuffles
+SEGMENT_WINDOWS = 4  # windows per work item: larger reads each task fewer times and holds more in flight
 SEQ2SEQ_COLUMNS = ("input_ids", "labels")
 
 
@@ -96,13 +99,12 @@ def seq2seq_columns(sources: Sequence[Sequence[int]], targets: Sequence[Sequence
 
 
 def pack_window(table: pa.Table, *, max_len: int, pad_id: int, window: int, seed: int) -> pa.Table:
-    """map_groups body: the examples of one window, in stream order, packed into compact rows (shuffled
-    with the seed and the window's number)."""
+    """The examples of one window, in stream order, packed into compact rows (shuffled with the seed and
+    the window's number)."""
     from ray.data.extensions import ArrowTensorArray
 
     from imlsweep.data.seeding import keyed_np_rng
 
-    table = table.sort_by("order")
     ids = table.column("input_ids").combine_chunks()
     offsets = ids.offsets.to_numpy()
     examples = TokenizedExamples(values=ids.flatten().to_numpy(), offsets=offsets - offsets[0],
@@ -116,64 +118,77 @@ def pack_window(table: pa.Table, *, max_len: int, pad_id: int, window: int, seed
         "packed_index": number * window + np.arange(len(rows["input_ids"]), dtype=np.int64)})
 
 
-def balanced_order(items: list[dict[str, Any]], blocks: int) -> list[dict[str, Any]]:
-    """Work items dealt largest first, round robin, into `blocks` equal runs: every block gets a like
-    share of the work, so the tokenizing stage does not wait on one heavy block. (The stream does not
-    depend on this order: rows are placed by their stream positions.)"""
-    by_size = sorted(range(len(items)), key=lambda i: (-len(items[i]["positions"]), i))
-    return [items[i] for block in range(blocks) for i in by_size[block::blocks]]
+def segment_items(items: list[dict[str, Any]], total_examples: int, segment_size: int) -> list[dict[str, Any]]:
+    """The per-source work items cut at every `segment_size` stream positions: one item per segment,
+    holding the sources with draws in it (`bounds` delimit each source's share of the flat `positions`
+    and `orders`). Pure: the rows of a segment do not depend on how the others are cut."""
+    segments = -(-total_examples // segment_size)
+    parts: list[list[tuple[int, np.ndarray, np.ndarray]]] = [[] for _ in range(segments)]
+    for item in items:
+        order = np.argsort(item["orders"], kind="stable")
+        positions, orders = item["positions"][order], item["orders"][order]
+        cuts = np.searchsorted(orders, np.arange(1, segments) * segment_size)
+        for segment, (p, o) in enumerate(zip(np.split(positions, cuts), np.split(orders, cuts))):
+            if len(o):
+                parts[segment].append((item["source"], p, o))
+    return [{"segment": segment,
+             "source": np.array([source for source, _, _ in part], dtype=np.int64),
+             "bounds": np.cumsum([0] + [len(o) for _, _, o in part]).astype(np.int64),
+             "positions": np.concatenate([p for _, p, _ in part]).astype(np.int64),
+             "orders": np.concatenate([o for _, _, o in part]).astype(np.int64)}
+            for segment, part in enumerate(parts)]
+
+
+def segment_rows(batch: dict[str, np.ndarray], *, pack: dict[str, int] | None, **tokenize: Any) -> pa.Table:
+    """map_batches body, one segment: its examples tokenized, then (decoder-only, `pack` given) each of
+    its windows packed, or (seq2seq) the pairs in stream order."""
+    tables = []
+    for sources, bounds, positions, orders in zip(batch["source"], batch["bounds"], batch["positions"],
+                                                  batch["orders"]):
+        spans = list(zip(bounds[:-1], bounds[1:]))
+        tables.append(tokenize_sources({"source": sources, "positions": [positions[a:b] for a, b in spans],
+                                        "orders": [orders[a:b] for a, b in spans]}, **tokenize))
+    examples = pa.concat_tables(tables).sort_by("order")
+    if pack is None:
+        return examples.select(["order", *SEQ2SEQ_COLUMNS])
+    windows = examples.column("window").to_numpy()
+    starts = np.flatnonzero(np.diff(windows, prepend=-1))
+    return pa.concat_tables([pack_window(examples.slice(start, end - start), **pack)
+                             for start, end in zip(starts, [*starts[1:], len(windows)])])
 
 
 def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name: str, model_kind: ModelKind, *,
-                        plan: MixturePlan | None = None, num_blocks: int | None = None,
-                        window: int = PACK_WINDOW, token_cache: str | None = None) -> ray.data.Dataset:
-    """The trial's training stream as a Ray Dataset (needs a running Ray). `num_blocks` only changes how
-    the work is split (default: BLOCKS_PER_CPU per CPU of the cluster), never the rows or their order.
-    `window`: stream positions packed together (larger packs tighter and holds more in memory).
+                        plan: MixturePlan | None = None, window: int = PACK_WINDOW,
+                        segment_windows: int = SEGMENT_WINDOWS, token_cache: str | None = None) -> ray.data.Dataset:
+    """The trial's training stream as a Ray Dataset (needs a running Ray), streamed segment by segment.
+    `window`: stream positions packed together (larger packs tighter). `segment_windows`: windows per
+    work item; it changes how the work is split and how much is in flight, never the rows or their order.
     `token_cache`: where tokenized tasks are cached (default: beside the corpus).
 
     causal: compact packed rows in order (int32 input_ids [max_length], document_lengths, loss_starts,
     packed_index); `iter_train_batches` expands them into int64 PACKED_COLUMNS.
     seq2seq: rows of variable-length int64 input_ids and labels (+ order), in stream order."""
     import ray.data
-    from ray.data.context import ShuffleStrategy
 
     check_model_kind(model_kind)
+    if segment_windows < 1:
+        raise UserError(f"segment_windows: must be at least 1, got {segment_windows}")
     corpus_dir = str(corpus_dir)
     if plan is None:
         plan = plan_mixture(mixture, open_corpus(corpus_dir).manifest)
     from imlsweep.data.tokenizer import cached_tokenizer
 
     pad_id = cached_tokenizer(tokenizer_name).pad_token_id  # fails early, on the driver, for a bad name
-    items = source_items(plan, mixture)
-    blocks = num_blocks or min(len(items), BLOCKS_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 1))))
-    dataset = ray.data.from_items(balanced_order(items, blocks), override_num_blocks=blocks)
-    # For this dataset only: task-based sort shuffles (hash shuffles hold CPUs for aggregator actors),
-    # and no CPUs held back for the operators after the tokenizing one, which all wait for it anyway.
-    dataset.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-    dataset.context.op_resource_reservation_enabled = False
+    segments = segment_items(source_items(plan, mixture), plan.total_examples, window * segment_windows)
+    dataset = ray.data.from_items(segments, override_num_blocks=len(segments))  # one segment per block
     dataset.context.execution_options.preserve_order = True
-    tokenized = dataset.map_batches(
-        tokenize_sources, batch_size=1, batch_format="numpy",
-        fn_kwargs={"plan": plan, "mixture": mixture, "corpus_dir": corpus_dir, "tokenizer_name": tokenizer_name,
-                   "model_kind": model_kind, "window": window,
+    pack = (None if model_kind == "seq2seq" else
+            {"max_len": mixture.max_length, "pad_id": pad_id, "window": window, "seed": mixture.seed})
+    return dataset.map_batches(
+        segment_rows, batch_size=1, batch_format="numpy",
+        fn_kwargs={"pack": pack, "plan": plan, "mixture": mixture, "corpus_dir": corpus_dir,
+                   "tokenizer_name": tokenizer_name, "model_kind": model_kind, "window": window,
                    "cache": cache_location(token_cache, corpus_dir)})
-    windows = -(-plan.total_examples // window)
-    if windows == 1:  # a small stream (e.g. one single-task trial): one block, no shuffle stage needed
-        tokenized = tokenized.repartition(1)
-    if model_kind == "seq2seq":
-        ordered = (tokenized.map_batches(sorted_by_order, batch_size=None, batch_format="pyarrow") if windows == 1
-                   else tokenized.sort("order"))
-        return ordered.select_columns(["order", *SEQ2SEQ_COLUMNS])
-    pack_kwargs = {"max_len": mixture.max_length, "pad_id": pad_id, "window": window, "seed": mixture.seed}
-    if windows == 1:
-        return tokenized.map_batches(pack_window, batch_size=None, batch_format="pyarrow", fn_kwargs=pack_kwargs)
-    # the sort-based groupby emits windows in order, and preserve_order keeps them so: no final sort
-    return tokenized.groupby("window").map_groups(pack_window, batch_format="pyarrow", fn_kwargs=pack_kwargs)
-
-
-def sorted_by_order(table: pa.Table) -> pa.Table:
-    return table.sort_by("order")
 
 
 def train_data_config() -> Any:

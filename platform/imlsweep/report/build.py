@@ -1,4 +1,4 @@
-"""`build_report`: a sweep directory's results -> report.html + PNG figures."""
+"""`build_report`: a sweep directory's results -> report.html, PNG + PDF figures, CSV + LaTeX tables."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import Any
 import pandas as pd
 
 from imlsweep.report import html
+from imlsweep.report.exports import export_table
 from imlsweep.report.intervals import efficiency_comparisons, efficiency_intervals, needed_intervals, with_intervals
 from imlsweep.report.mixing import combined_scores, mixing_tables, printed_label
 from imlsweep.report.plots import efficiency_by_category_figure, efficiency_figure, mixing_figure
-from imlsweep.report.results import SweepResults, load_instances, load_sweep_results, trial_counts
+from imlsweep.report.results import SweepResults, compute_used, load_instances, load_sweep_results, trial_counts
 from imlsweep.report.sample_efficiency import (
     club_small_categories,
     data_needed_to_match,
@@ -29,8 +30,14 @@ TASK_TABLE_COLUMNS = ("trial", "status", "task_id", "category", "level", "shots"
 @dataclass
 class ReportPaths:
     html: Path
-    figures: list[Path] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)  # PNGs; each has a PDF beside it
+    tables: list[Path] = field(default_factory=list)  # every table as CSV and LaTeX
     summary: str = ""  # a short plain-text table for the terminal
+
+    def table(self, frame: pd.DataFrame, name: str, index_label: str | None = None) -> pd.DataFrame:
+        """Export `frame` (as the page shows it) and return it for the page."""
+        self.tables += export_table(frame, self.out_dir, name, index_label)
+        return frame
 
     @property
     def out_dir(self) -> Path:
@@ -47,13 +54,12 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, seed:
     out.mkdir(parents=True, exist_ok=True)
     paths = ReportPaths(html=out / REPORT_FILE)
     sections = [html.summary_section(results.name, trial_counts(results), wandb_link(results.spec, local),
-                                     len(results.table))]
+                                     len(results.table)) + html.compute_section(compute_used(results))]
     if results.has_sample_efficiency:
-        sections.append(sample_efficiency_section(results, load_instances(sweep_dir, results.table), seed, out,
-                                                  paths.figures))
+        sections.append(sample_efficiency_section(results, load_instances(sweep_dir, results.table), seed, paths))
     for key in results.mixing_keys:
-        sections.append(mixing_section(results, key, out, paths.figures))
-    sections.append("<h2>Per task</h2>" + html.frame_table(task_table(results), sortable=True))
+        sections.append(mixing_section(results, key, paths))
+    sections.append("<h2>Per task</h2>" + html.frame_table(paths.table(task_table(results), "per_task"), sortable=True))
     paths.html.write_text(html.page(f"Sweep {results.name}", sections), encoding="utf-8")
     paths.summary = terminal_summary(results)
     return paths
@@ -78,9 +84,9 @@ def terminal_summary(results: SweepResults) -> str:
     return "\n\n".join(parts)
 
 
-def sample_efficiency_section(results: SweepResults, instances: pd.DataFrame | None, seed: int, out: Path,
-                              figures: list[Path]) -> str:
-    table = results.table
+def sample_efficiency_section(results: SweepResults, instances: pd.DataFrame | None, seed: int,
+                              paths: ReportPaths) -> str:
+    table, out, figures = results.table, paths.out_dir, paths.figures
     points = efficiency_points(table)
     intervals = efficiency_intervals(table, instances, seed)
     points = with_intervals(points, intervals)
@@ -101,24 +107,28 @@ def sample_efficiency_section(results: SweepResults, instances: pd.DataFrame | N
                                  group="category")
     figures.append(efficiency_by_category_figure(by_category, out / "sample_efficiency_by_category.png"))
     parts.append("<h3>By category</h3>" + html.image(figures[-1], "sample efficiency by category"))
-    needed = needed_intervals(points, intervals, data_needed_to_match(points), fits)
+    needed = paths.table(needed_intervals(points, intervals, data_needed_to_match(points), fits), "data_needed")
     parts.append("<h3>Data needed to match</h3>" + html.needed_table(needed, fits))
-    parts.append('<h3>Power-law fit: score = a &minus; b &middot; n<sup>&minus;c</sup></h3>' + html.fits_table(fits))
-    parts.append("<h3>Scores</h3>" + html.scores_table(points))
-    comparisons = efficiency_comparisons(clubbed, instances, seed)
+    parts.append('<h3>Power-law fit: score = a &minus; b &middot; n<sup>&minus;c</sup></h3>'
+                 + html.frame_table(paths.table(html.fits_frame(fits), "power_law_fits", "setting"),
+                                    index_label="setting", digits=3))
+    parts.append("<h3>Scores</h3>" + html.frame_table(paths.table(html.scores_frame(points), "scores"), sortable=True))
+    comparisons = paths.table(efficiency_comparisons(clubbed, instances, seed), "paired_comparisons")
     parts.append("<h3>Paired comparisons</h3>" + html.comparisons_table(comparisons))
     return "\n".join(parts)
 
 
-def mixing_section(results: SweepResults, key: str, out: Path, figures: list[Path]) -> str:
+def mixing_section(results: SweepResults, key: str, paths: ReportPaths) -> str:
     tables = mixing_tables(results.table, [key])
     if not tables:
         return html.mixing_section(key, [], None)
-    combined = combined_scores(tables)
+    for table in tables:
+        paths.table(table.table, f"mixing_{safe_name(key)}_{table.level}", key)
+    combined = paths.table(combined_scores(tables), f"mixing_{safe_name(key)}_combined", key)
     numeric = pd.to_numeric(pd.Series(combined.index), errors="coerce")
-    figure = mixing_figure(combined, key, out / f"mixing_{safe_name(key)}.png",
+    figure = mixing_figure(combined, key, paths.out_dir / f"mixing_{safe_name(key)}.png",
                            None if numeric.isna().any() else numeric.tolist())
-    figures.append(figure)
+    paths.figures.append(figure)
     return html.mixing_section(key, tables, figure)
 
 

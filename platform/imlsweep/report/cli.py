@@ -20,7 +20,8 @@ def run_report(args: argparse.Namespace) -> int:
 
     paths = build_report(args.sweep_dir, args.out, seed=args.seed)
     if args.json:
-        print_json({"html": str(paths.html), "figures": [str(p) for p in paths.figures]})
+        print_json({"html": str(paths.html), "figures": [str(p) for p in paths.figures],
+                    "tables": [str(p) for p in paths.tables]})
     else:
         print(paths.summary, file=sys.stderr)
         print(f"report: {paths.html}")

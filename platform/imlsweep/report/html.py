@@ -97,7 +97,7 @@ def summary_section(name: str, counts: dict[str, Any], wandb: dict[str, str] | N
     return "\n".join(parts)
 
 
-def fits_table(fits: dict[str, PowerLawFit | None]) -> str:
+def fits_frame(fits: dict[str, PowerLawFit | None]) -> pd.DataFrame:
     rows = {}
     for series, fit in fits.items():
         if fit is None:
@@ -109,7 +109,7 @@ def fits_table(fits: dict[str, PowerLawFit | None]) -> str:
         else:
             rows[series.replace("_", "-")] = {"a": fit.a, "b": fit.b, "c": fit.c, "rmse": fit.rmse,
                                               "points": str(fit.n_points), "note": ""}
-    return frame_table(pd.DataFrame(rows).T, index_label="setting", digits=3)
+    return pd.DataFrame(rows).T
 
 
 def samples_text(value: float) -> str:
@@ -147,13 +147,13 @@ def needed_table(needed: pd.DataFrame, fits: dict[str, PowerLawFit | None] | Non
             + "</tbody></table>")
 
 
-def scores_table(points: pd.DataFrame) -> str:
+def scores_frame(points: pd.DataFrame) -> pd.DataFrame:
     """Every point with its interval and what it stands on."""
-    frame = pd.DataFrame({
+    return pd.DataFrame({
         "setting": points["series"].str.replace("_", "-"), "samples": points["samples"], "score": points["score"],
         "95% CI low": points["ci_low"], "95% CI high": points["ci_high"], "tasks": points["n_tasks"].astype(int),
-        "instances": points["instances"].astype(int), "replicates": points["replicates"].astype(int)})
-    return frame_table(frame.reset_index(drop=True), sortable=True)
+        "instances": points["instances"].astype(int), "replicates": points["replicates"].astype(int)}
+    ).reset_index(drop=True)
 
 
 def comparisons_table(comparisons: pd.DataFrame) -> str:
@@ -162,7 +162,17 @@ def comparisons_table(comparisons: pd.DataFrame) -> str:
                 "left no predictions.</p>")
     return ('<p class="note">A &minus; B on the instances both evaluated (same task, item and replicate), with '
             "its 95% bootstrap interval and two-sided paired-bootstrap p-value.</p>"
-            + frame_table(comparisons.reset_index(drop=True), sortable=True, digits=3))
+            + frame_table(comparisons, sortable=True, digits=3))
+
+
+def compute_section(compute: dict[str, float | None]) -> str:
+    """Actual GPU-hours, trial-hours and training tokens of the trials that are in, against the plan."""
+    def figure(actual: float | None, planned: float | None, unit: str, digits: int) -> str:
+        text = f"{actual:,.{digits}f} {unit}" if actual is not None else f"? {unit}"
+        return text + (f" of {planned:,.{digits}f} planned" if planned is not None else "")
+    return (f"<p>Compute: {figure(compute['gpu_hours'], compute['planned_gpu_hours'], 'GPU-hours', 2)}; "
+            f"{figure(compute['trial_hours'], None, 'trial-hours (wall time)', 2)}; "
+            f"{figure(compute['train_tokens'], compute['planned_train_tokens'], 'training tokens', 0)}.</p>")
 
 
 def mixing_section(key_label: str, tables: list[MixingTable], figure: Path | None) -> str:

@@ -1,4 +1,4 @@
-"""Matplotlib figures of the report, written as PNG files (Agg backend: no display needed)."""
+"""Matplotlib figures of the report, written as PNG and PDF files (Agg backend: no display needed)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ from imlsweep.report.sample_efficiency import PowerLawFit, best_supervised_basel
 
 BASELINE_MARKERS = ("X", "D", "s", "^", "v", "P", "*")
 DPI = 110
+
+
+def save(fig: plt.Figure, path: Path) -> Path:
+    """The figure as PNG at `path` (for the page) and as PDF beside it (vector, for a paper)."""
+    fig.savefig(path, dpi=DPI)
+    fig.savefig(path.with_suffix(".pdf"))
+    plt.close(fig)
+    return path
 
 
 def _samples_ticks(ax: plt.Axes, points: pd.DataFrame) -> None:
@@ -71,9 +79,7 @@ def efficiency_figure(points: pd.DataFrame, fits: dict[str, PowerLawFit | None],
     fig, ax = plt.subplots(figsize=(7.5, 5))
     draw_efficiency(ax, points, fits, "Overall", metric_label)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def efficiency_by_category_figure(points: pd.DataFrame, path: Path, metric_label: str = "ROUGE-L") -> Path:
@@ -89,9 +95,7 @@ def efficiency_by_category_figure(points: pd.DataFrame, path: Path, metric_label
         handles, labels = axes.flat[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=9)
     fig.tight_layout(rect=(0, 0.06 if rows > 1 else 0.12, 1, 1))
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def mixing_figure(combined: pd.DataFrame, key_label: str, path: Path, numeric_values: list[float] | None) -> Path:
@@ -111,6 +115,4 @@ def mixing_figure(combined: pd.DataFrame, key_label: str, path: Path, numeric_va
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save(fig, path)

@@ -123,3 +123,22 @@ def trial_counts(results: SweepResults) -> dict[str, Any]:
     if "total_trials" in results.plan:
         counts["trials_planned"] = int(results.plan["total_trials"])
     return counts
+
+
+def compute_used(results: SweepResults) -> dict[str, float | None]:
+    """GPU-hours (each trial's wall time x the GPUs a trial holds), trial-hours and training tokens of
+    the trials that are in, and what plan.json planned for the whole sweep (None: unknown)."""
+    table = results.table.reindex(columns=list(results.table.columns) + [
+        column for column in ("train_time_s", "train_tokens") if column not in results.table.columns])
+    per_trial = table.groupby("trial")[["train_time_s", "train_tokens"]].first()
+    resources = results.plan.get("resources") or {}
+    gpus = resources.get("gpus_per_trial")
+    if gpus is None and isinstance(results.spec.get("resources"), dict):
+        spec_resources = results.spec["resources"]
+        gpus = spec_resources.get("workers", 1) * spec_resources.get("gpus_per_worker", 0)
+    seconds = pd.to_numeric(per_trial["train_time_s"], errors="coerce").sum()
+    tokens = pd.to_numeric(per_trial["train_tokens"], errors="coerce")
+    return {"gpu_hours": float(seconds * gpus / 3600) if gpus is not None else None,
+            "trial_hours": float(seconds / 3600),
+            "train_tokens": float(tokens.sum()) if tokens.notna().any() else None,
+            "planned_gpu_hours": results.plan.get("gpu_hours"), "planned_train_tokens": results.plan.get("train_tokens")}

@@ -19,6 +19,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     plan = commands.add_parser("plan", help="trials by stage and axis, resources, GPU-hours and disk estimates")
     plan.add_argument("spec", metavar="SPEC", help="a sweep spec (YAML)")
     plan.add_argument("--storage", default=None, help="override the spec's storage (a folder or an s3:// / gs:// URI)")
+    plan.add_argument("--corpus", default=None, metavar="DIR",
+                      help="a built corpus to check and estimate against (default: the spec's, built if needed)")
     plan.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     plan.set_defaults(handler=plan_command)
 
@@ -61,14 +63,31 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def plan_command(args: argparse.Namespace) -> int:
+    """Checks every trial (fails on a name that does not exist), then prints the plan, with what is not
+    on this machine listed; without a built corpus, `corpus_missing` says why and the spec's figures stand in."""
+    from imlsweep.config import ConfigError
+    from imlsweep.sweep.checks import check_sweep, open_built_corpus
+    from imlsweep.sweep.estimate import Estimator
     from imlsweep.sweep.plan import format_plan, plan_summary
     from imlsweep.sweep.sweep import open_spec
 
-    summary = plan_summary(open_spec(args.spec, args.storage))
+    sweep = open_spec(args.spec, args.storage)
+    corpus, corpus_missing = open_built_corpus(sweep, args.corpus)
+    problems = check_sweep(sweep, corpus)
+    wrong = [problem.line(sweep.source) for problem in problems if problem.kind == "wrong"]
+    if wrong:
+        raise ConfigError("\n".join(wrong))
+    summary = plan_summary(sweep, estimator=Estimator(sweep.spec, corpus))
+    summary["corpus_missing"] = corpus_missing
+    summary["absent_here"] = [problem.line(sweep.source) for problem in problems]
     if args.json:
         print_json(summary)
     else:
         print(format_plan(summary))
+        if corpus_missing:
+            print(f"corpus not checked (cannot be built here): {corpus_missing}")
+        for line in summary["absent_here"]:
+            print(f"not on this machine (a run here fails): {line}")
     return 0
 
 
@@ -85,13 +104,16 @@ def resume_command(args: argparse.Namespace) -> int:
 
 
 def execute(sweep, args: argparse.Namespace) -> int:
+    from imlsweep.corpus.store import Corpus
     from imlsweep.ray_session import ray_session
+    from imlsweep.sweep.checks import require_valid
+    from imlsweep.sweep.corpus import ensure_corpus
+    from imlsweep.sweep.credentials import describe_tracking
     from imlsweep.sweep.driver import run_sweep
     from imlsweep.sweep.state import format_status
 
-    from imlsweep.sweep.corpus import ensure_corpus
-
-    ensure_corpus(sweep.spec)
+    require_valid(sweep, Corpus.open(ensure_corpus(sweep.spec)))  # nothing starts on bad input
+    print(describe_tracking(sweep.spec.tracking), file=sys.stderr, flush=True)  # where the key comes from, never the key
     from imlsweep.data.token_cache import cache_location, check_writable
 
     for location in sorted({cache_location(t.config.token_cache, t.config.corpus) for t in sweep.trials}):

@@ -38,7 +38,11 @@ def ensure_corpus(spec: SweepSpec) -> Path:
     partial = corpus_dir.with_name(corpus_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.parent.mkdir(parents=True, exist_ok=True)
-    build_corpus(config, partial)
+    try:
+        build_corpus(config, partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # a failed build leaves nothing a later one could mistake
+        raise
     shutil.rmtree(corpus_dir, ignore_errors=True)
     partial.rename(corpus_dir)
     return corpus_dir

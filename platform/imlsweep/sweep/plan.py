@@ -1,12 +1,10 @@
 """`sweep plan`: trial counts by stage and axis, resources and concurrency, GPU-hour and disk estimates.
 
-Estimates come from each trial's own settings: tokens are optimizer steps x rows per step x row length
-when the trial has `train.max_steps`, else examples x tokens per example x `train.epochs`, where the
-examples are the mixture's (k per task x tasks, x `mixture.stream_multiple`) and the spec's `estimate:`
-section supplies what the config cannot say (tokens per example, pool sizes, GPU throughput).
-GPU-hours = tokens / (GPU tokens/s); checkpoint disk = exported models x parameters x bytes per
-parameter, plus optimizer state while trials run. Once the corpus is built, the token cache's part:
-how many of the examples the trials draw it holds already, and its size then and when they have run.
+Each trial's examples, tokens, evaluation items and seconds come from `imlsweep.sweep.estimate` (measured
+on the sweep's built corpus when there is one); GPU-hours = trial seconds x GPUs per trial; checkpoint
+disk = exported models x parameters x bytes per parameter, plus optimizer state while trials run. Once the corpus
+is built, the token cache's part: how many of the examples the trials draw it holds already, and its
+size then and when they have run.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from imlsweep.sweep.estimate import Estimator
 from imlsweep.sweep.expand import PlannedTrial
 from imlsweep.sweep.spec import SweepSpec
 from imlsweep.sweep.sweep import Sweep
@@ -57,29 +56,9 @@ def model_params(name: str) -> float | None:
     return None
 
 
-def trial_examples(config: TrialConfig, spec: SweepSpec) -> float:
-    estimate = spec.estimate
-    if estimate.examples_per_trial is not None:
-        return estimate.examples_per_trial
-    mixture = config.mixture
-    per_task = (estimate.examples_per_task_all if mixture.samples_per_task == "all"
-                else float(mixture.samples_per_task))
-    n_tasks = len(mixture.tasks) if isinstance(mixture.tasks, list) else estimate.training_tasks
-    return per_task * n_tasks * mixture.stream_multiple
-
-
-def trial_tokens(config: TrialConfig, spec: SweepSpec) -> float:
-    train = config.train
-    if train.max_steps is not None:
-        return float(train.max_steps) * train.rows_per_step * config.mixture.max_length
-    return trial_examples(config, spec) * spec.estimate.tokens_per_example * (train.epochs or 1)
-
-
 def trial_seconds(config: TrialConfig, spec: SweepSpec) -> float:
-    """A trial's estimated wall seconds: its tokens over the throughput of its GPUs (of its workers on CPU)."""
-    resources = spec.resources
-    devices = resources.workers * resources.gpus_per_worker or resources.workers
-    return trial_tokens(config, spec) / (spec.estimate.gpu_tokens_per_s * devices)
+    """A trial's estimated wall seconds from the spec's figures alone (no corpus at hand)."""
+    return Estimator(spec).trial(config).seconds
 
 
 def trials_by_label(trials: list[PlannedTrial], label: str, weights: dict[str, float]) -> dict[str, int]:
@@ -91,8 +70,10 @@ def trials_by_label(trials: list[PlannedTrial], label: str, weights: dict[str, f
     return {key: int(round(value)) for key, value in counts.most_common()}
 
 
-def plan_summary(sweep: Sweep, cluster: dict[str, float] | None = None) -> dict[str, Any]:
-    """What `sweep plan --json` prints. `cluster` (CPU/GPU totals) sets the concurrency figure."""
+def plan_summary(sweep: Sweep, cluster: dict[str, float] | None = None,
+                 estimator: Estimator | None = None) -> dict[str, Any]:
+    """What `sweep plan --json` prints. `cluster` (CPU/GPU totals) sets the concurrency figure;
+    `estimator` measures on the sweep's built corpus (default: the spec's figures alone)."""
     spec, trials = sweep.spec, sweep.trials
     by_stage = {stage.name: sweep.planned_count(stage.name) for stage in spec.stages}
     axes = {stage.name: {key: len(values) for key, values in stage.axes.items()} for stage in spec.stages}
@@ -100,7 +81,9 @@ def plan_summary(sweep: Sweep, cluster: dict[str, float] | None = None) -> dict[
     per_task = {stage.name: len(stage.per_task.tasks) for stage in spec.stages if stage.per_task}
     # a search stage's one template trial stands for all its samples
     weights = {stage.name: by_stage[stage.name] / max(1, len(sweep.stage_trials(stage.name))) for stage in spec.stages}
-    tokens = sum(trial_tokens(trial.config, spec) * weights[trial.stage] for trial in trials)
+    estimator = estimator or Estimator(spec)
+    estimates = [(estimator.trial(trial.config), weights[trial.stage]) for trial in trials]
+    seconds = sum(estimate.seconds * weight for estimate, weight in estimates)
     gpus = spec.resources.workers * spec.resources.gpus_per_worker
     names = Counter(trial.config.model.name for trial in trials)
     params = spec.estimate.model_params or max((model_params(name) or 0 for name in names), default=0) or None
@@ -117,8 +100,13 @@ def plan_summary(sweep: Sweep, cluster: dict[str, float] | None = None) -> dict[
         "models": dict(names),
         "resources": spec.resources.model_dump() | {"gpus_per_trial": gpus},
         "max_concurrent_trials": concurrency,
-        "train_tokens": tokens,
-        "gpu_hours": tokens / spec.estimate.gpu_tokens_per_s / 3600,
+        "estimated_from": "corpus" if estimator.from_corpus else "spec",
+        "not_measured": sorted(estimator.unmeasured),  # mixtures estimated from the spec's figures, and why
+        "train_examples": sum(estimate.examples * weight for estimate, weight in estimates),
+        "train_tokens": sum(estimate.tokens * weight for estimate, weight in estimates),
+        "eval_items": sum(estimate.eval_items * weight for estimate, weight in estimates),
+        "trial_hours": seconds / 3600,
+        "gpu_hours": seconds * gpus / 3600,
         "model_params": params,
         "exported_models": exported,
     }
@@ -165,7 +153,12 @@ def format_plan(summary: dict[str, Any]) -> str:
                  f"{resources['cpus_per_worker']} CPU" + (f"; {summary['max_concurrent_trials']} trials at a time here"
                                                           if summary["max_concurrent_trials"] else ""))
     lines.append("models: " + ", ".join(f"{name} ({n})" for name, n in summary["models"].items()))
-    lines.append(f"estimate: {summary['train_tokens']:.3g} train tokens, {summary['gpu_hours']:.3g} GPU-hours")
+    source = ("measured on the corpus" if summary["estimated_from"] == "corpus"
+              else "from the spec's estimate.without_corpus (no built corpus here)")
+    lines.append(f"estimate ({source}): {summary['train_examples']:.3g} train examples, {summary['train_tokens']:.3g} "
+                 f"train tokens, {summary['eval_items']:.3g} eval items; {summary['trial_hours']:.3g} trial-hours, "
+                 f"{summary['gpu_hours']:.3g} GPU-hours")
+    lines += [f"  not measured (the spec's figures stand in): {why}" for why in summary["not_measured"]]
     if "checkpoint_disk_gb" in summary:
         lines.append(f"disk: {summary['exported_models']} exported models, {summary['checkpoint_disk_gb']:.3g} GB kept; "
                      f"{summary['peak_running_checkpoint_gb']:.3g} GB of optimizer state while trials run")

@@ -122,21 +122,39 @@ class Tracking(StrictModel):
     project: str = "imlsweep"
     entity: str | None = None
     mode: Literal["auto", "online", "offline"] = Field(
-        default="auto", description="auto: online when WANDB_API_KEY is set, offline otherwise")
+        default="auto", description="auto: online when W&B credentials are found (WANDB_API_KEY, or a netrc file: NETRC or ~/.netrc), offline otherwise")
+
+
+class CorpusFigures(StrictModel):
+    """What a corpus would say, for a plan made where the sweep's corpus is not built."""
+
+    tokens_per_example: float = Field(default=512, gt=0)
+    examples_per_task_all: float = Field(default=3150, gt=0, description="train pool of a task when "
+                                         "samples_per_task is all")
+    training_tasks: float = Field(default=757, gt=0, description="tasks in a mixture whose tasks are `all`")
+
+
+MEASURED = "measured from the built corpus; `estimate.without_corpus.{}` stands in when it is not built"
 
 
 class Estimate(StrictModel):
-    """Figures the plan multiplies out; the user sets them for their hardware and data."""
+    """Throughput the plan divides by (set it for your hardware); examples and tokens come from the
+    corpus (`imlsweep.sweep.estimate`)."""
 
-    retired_keys = {"epochs": "the plan reads each trial's own `train.epochs`"}
+    retired_keys = {"epochs": "the plan reads each trial's own `train.epochs`",
+                    "tokens_per_example": MEASURED.format("tokens_per_example"),
+                    "examples_per_task_all": MEASURED.format("examples_per_task_all"),
+                    "training_tasks": MEASURED.format("training_tasks"),
+                    "examples_per_trial": "the mixture plan counts each trial's examples; set `mixture.total_examples`"}
 
+    gpu_tokens_per_s: float = Field(default=3000, gt=0, description="training tokens/s of one GPU")
+    cpu_tokens_per_s: float = Field(default=300, gt=0, description="training tokens/s of one CPU worker "
+                                    "(trials with gpus_per_worker 0)")
+    eval_items_per_s: float = Field(default=20, gt=0, description="evaluation items/s of one trial")
+    startup_s: float = Field(default=30, ge=0, description="a trial's fixed time: workers, model, data, export")
     model_params: float | None = Field(default=None, description="parameters; derived from the model config if null")
-    tokens_per_example: float = 512
-    examples_per_task_all: float = Field(default=3150, description="train pool of a task when samples_per_task is all")
-    training_tasks: float = Field(default=757, description="tasks in a mixture whose tasks are `all`")
-    examples_per_trial: float | None = Field(default=None, description="overrides the per-task arithmetic")
-    gpu_tokens_per_s: float = Field(default=3000, gt=0, description="training throughput of one GPU")
     checkpoint_bytes_per_param: float = Field(default=2, description="2 for a bf16 Hugging Face export")
+    without_corpus: CorpusFigures = CorpusFigures()
 
 
 class SweepSpec(StrictModel):

@@ -4,28 +4,22 @@ per-task metrics as a table.
 
 The run is written once, when the trial has finished: its training curve (from `metrics.jsonl`),
 summary and table go out in one batch, so a 961-run sweep makes a few requests per trial and stays
-inside W&B's rate limits. Without WANDB_API_KEY it runs offline and writes the run files under the
+inside W&B's rate limits. Without credentials (`imlsweep.sweep.credentials`) it runs offline and writes the run files under the
 trial directory (`wandb/offline-run-*/run-<id>.wandb`). W&B writes them with local file IO, so for an
 s3:// or gs:// sweep they go to the trial's folder in the cache of the machine that ran the trial
-(`imlsweep.storage.local_folder`), to be synced from there. The key is read by wandb from the
-environment and never passed, logged or stored by this module.
+(`imlsweep.storage.local_folder`), to be synced from there. The key is read by wandb itself (the
+environment or a netrc file) and never passed, logged or stored by this module.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
+from imlsweep.sweep.credentials import wandb_mode
 from imlsweep.sweep.spec import Tracking
 from imlsweep.trial_dir import TrialDir
-
-
-def wandb_mode(tracking: Tracking) -> str:
-    if tracking.mode != "auto":
-        return tracking.mode
-    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
 
 
 def run_id(sweep: str, trial: str) -> str:

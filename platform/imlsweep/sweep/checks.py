@@ -1,0 +1,220 @@
+"""Checks of every trial of a sweep against the corpus and this machine, before anything starts.
+
+`sweep plan`, `sweep run` and `sweep resume` call `check_sweep` before Ray starts: each task id,
+category and benchmark a mixture or an evaluation names is in the corpus (with the closest names
+when not), add-on text files, local model and tokenizer folders and `init_from` folders exist, and a
+hub id is well formed and, when the hub cannot be reached, in the local Hugging Face cache. A problem
+names the spec file, the first trial that has it, the key and the bad value. (`depends_on` is checked
+when the spec is expanded: `imlsweep.sweep.expand`.)
+
+Problems are `wrong` (the spec names something that does not exist) or `absent` (something the spec
+names is not on this machine: a file, a hub model offline). A plan, made anywhere, fails on the
+first kind and lists the second; a run fails on both.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+import re
+import socket
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from imlsweep import storage
+from imlsweep.config import ConfigError
+from imlsweep.errors import UserError
+from imlsweep.sweep.sweep import Sweep
+from imlsweep.train.config import TrialConfig
+
+HUB_PROBE_TIMEOUT_S = 2.0
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+MODEL_FILE = "config.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+@dataclass(frozen=True)
+class Problem:
+    trial: str  # the first trial (spec order) that has it
+    key: str
+    value: str
+    message: str
+    kind: Literal["wrong", "absent"]
+    trials: int = 1  # trials that have it
+
+    def line(self, source: str) -> str:
+        more = f" (and {self.trials - 1} more trials)" if self.trials > 1 else ""
+        return f"{source}: trial {self.trial}{more}: {self.key}: {self.value!r} {self.message}"
+
+
+def closest(value: str, names: Any) -> str:
+    """`; did you mean 'x'?` with the closest name (difflib's ratio), or nothing when there is none."""
+    matches = difflib.get_close_matches(value, sorted(set(names)), n=1, cutoff=0.0)
+    return f"; did you mean {matches[0]!r}?" if matches else ""
+
+
+class CorpusNames:
+    """The names a built corpus has, for lookups and suggestions."""
+
+    def __init__(self, corpus: Any):
+        manifest = corpus.manifest
+        self.tasks = set(manifest["task_id"])
+        self.categories = set(manifest["category"])
+        self.benchmarks = set(manifest["benchmark"])
+
+    def missing(self, kind: str, value: str) -> str | None:
+        names = {"task": self.tasks, "category": self.categories, "benchmark": self.benchmarks}[kind]
+        if value in names:
+            return None
+        return f"is not a {kind} of the corpus{closest(value, names)}"
+
+
+def corpus_problems(config: TrialConfig, names: CorpusNames) -> list[tuple[str, str, str]]:
+    """(key, value, message) of every name a trial uses that the corpus does not have."""
+    found = []
+    mixture = config.mixture
+
+    def check(key: str, kind: str, value: str) -> None:
+        message = names.missing(kind, value)
+        if message:
+            found.append((key, value, message))
+
+    for task in mixture.tasks if isinstance(mixture.tasks, list) else []:
+        check("mixture.tasks", "task", task)
+    for task in mixture.task_subset.required if mixture.task_subset else []:
+        check("mixture.task_subset.required", "task", task)
+    for category in mixture.category_subset.required if mixture.category_subset else []:
+        check("mixture.category_subset.required", "category", category)
+    if isinstance(mixture.benchmark_proportions, dict):
+        for benchmark in mixture.benchmark_proportions:
+            check("mixture.benchmark_proportions", "benchmark", benchmark)
+    for addon in mixture.addons:
+        if addon.benchmark is not None:
+            check(f"mixture.addons.{addon.name}.benchmark", "benchmark", addon.benchmark)
+    if config.eval is not None:
+        for task in config.eval.tasks or []:
+            check("eval.tasks", "task", task)
+        for group, patterns in config.eval.task_groups.items():
+            for pattern in patterns:
+                if not fnmatch.filter(names.tasks, pattern):
+                    found.append((f"eval.task_groups.{group}", pattern, "matches no task of the corpus"))
+    return found
+
+
+def file_problems(config: TrialConfig, starts_from_trial: bool) -> list[tuple[str, str, str, str]]:
+    """(key, value, message, kind) of every file, folder and hub id a trial names that is not at hand.
+    A trial that starts from another's weights (`depends_on`) finds them once that one has finished."""
+    found = []
+    for addon in config.mixture.addons:
+        if addon.texts is not None and not Path(addon.texts).is_file():
+            found.append((f"mixture.addons.{addon.name}.texts", addon.texts,
+                          f"is not a file (relative to {os.getcwd()})", "absent"))
+    model = config.model
+    if not model.is_tiny:
+        found += model_problems("model.name", model.name, (MODEL_FILE,))
+    if model.tokenizer is not None and model.tokenizer != "tiny":
+        found += model_problems("model.tokenizer", model.tokenizer, TOKENIZER_FILES)
+    if config.init_from is not None and not starts_from_trial and not storage.is_remote(config.init_from):
+        folder = Path(config.init_from)
+        if not (folder / MODEL_FILE).is_file():
+            found.append(("init_from", config.init_from, f"is not a Hugging Face model folder (no {MODEL_FILE})",
+                          "absent"))
+    if isinstance(config.train.deepspeed, str) and not Path(config.train.deepspeed).is_file():
+        found.append(("train.deepspeed", config.train.deepspeed, "is not a file", "absent"))
+    return found
+
+
+def model_problems(key: str, name: str, needed: tuple[str, ...]) -> list[tuple[str, str, str, str]]:
+    """A local folder must hold one of `needed`; a hub id must be well formed and reachable or cached."""
+    from imlsweep.train.model import looks_like_path
+
+    folder = Path(name).expanduser()
+    if looks_like_path(name) or folder.is_dir():
+        if not folder.is_dir():
+            return [(key, name, "is not a folder", "absent")]
+        if not any((folder / file).is_file() for file in needed):
+            return [(key, name, f"is a folder without {' or '.join(needed)}", "absent")]
+        return []
+    if not HUB_ID.match(name) or ".." in name or "--" in name:
+        return [(key, name, "is neither a bundled tiny model, a local folder nor a well-formed hub id "
+                 "(owner/name)", "wrong")]
+    if hub_cached(name, needed) or hub_reachable():
+        return []
+    return [(key, name, "is not in the local Hugging Face cache and the hub cannot be reached from here "
+             "(HF_HUB_OFFLINE, or no network): download it first (`huggingface-cli download`) or give a local "
+             "folder", "absent")]
+
+
+def hub_cached(repo_id: str, files: tuple[str, ...]) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(repo_id, file), str) for file in files)
+
+
+@lru_cache(maxsize=1)
+def hub_reachable() -> bool:
+    """False when the hub is switched off (HF_HUB_OFFLINE) or its host does not resolve within a
+    moment; asked once per process."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    resolved: list[bool] = []
+
+    def resolve() -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+            resolved.append(True)
+        except OSError:
+            pass
+
+    probe = threading.Thread(target=resolve, daemon=True)  # getaddrinfo takes no timeout
+    probe.start()
+    probe.join(HUB_PROBE_TIMEOUT_S)
+    return bool(resolved)
+
+
+def check_sweep(sweep: Sweep, corpus: Any = None) -> list[Problem]:
+    """Every problem of every trial, each once with the number of trials that share it. `corpus` is the
+    built `Corpus` the sweep trains on; None skips the corpus checks."""
+    names = CorpusNames(corpus) if corpus is not None else None
+    problems: dict[tuple[str, str], Problem] = {}
+    checked: dict[str, list[tuple[str, str, str, str]]] = {}  # identical trial settings are checked once
+    for trial in sweep.trials:
+        config = trial.config
+        starts_from_trial = trial.depends_on is not None
+        key = str(starts_from_trial) + config.model_dump_json(include={"mixture", "eval", "model", "init_from", "train"},
+                                                              exclude={"train": {"export_hf"}})
+        if key not in checked:
+            found = [(k, v, m, "wrong") for k, v, m in corpus_problems(config, names)] if names else []
+            checked[key] = found + file_problems(config, starts_from_trial)
+        for bad_key, value, message, kind in checked[key]:
+            known = problems.get((bad_key, value))
+            problems[(bad_key, value)] = (Problem(trial.name, bad_key, value, message, kind) if known is None else
+                                          Problem(known.trial, bad_key, value, message, kind, known.trials + 1))
+    return list(problems.values())
+
+
+def require_valid(sweep: Sweep, corpus: Any) -> None:
+    """Raise one ConfigError listing every problem (run and resume: nothing starts on bad input)."""
+    problems = check_sweep(sweep, corpus)
+    if problems:
+        raise ConfigError("\n".join(problem.line(sweep.source) for problem in problems))
+
+
+def open_built_corpus(sweep: Sweep, corpus_dir: str | None = None) -> tuple[Any, str | None]:
+    """(the sweep's built corpus, None), building it from its config when needed; `corpus_dir` names a
+    built one instead. (None, why) when it cannot be had here (raw data not on this machine)."""
+    from imlsweep.corpus.store import Corpus
+    from imlsweep.sweep.corpus import ensure_corpus
+
+    try:
+        return Corpus.open(corpus_dir if corpus_dir is not None else ensure_corpus(sweep.spec)), None
+    except (UserError, OSError) as error:
+        return None, str(error)
