@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from imlsweep.errors import UserError
 from imlsweep.sweep.estimate import Estimator
 from imlsweep.sweep.expand import PlannedTrial
 from imlsweep.sweep.spec import SweepSpec
@@ -115,12 +116,14 @@ def plan_summary(sweep: Sweep, cluster: dict[str, float] | None = None,
         kept = len(trials) * params * OPTIMIZER_BYTES_PER_PARAM if spec.retention.checkpoints == "keep" else 0
         summary["checkpoint_disk_gb"] = (exported * params * spec.estimate.checkpoint_bytes_per_param + kept) / 1e9
         summary["peak_running_checkpoint_gb"] = running / 1e9
-    summary["token_cache"] = token_cache_coverage(sweep)
+    tokens_per_example = summary["train_tokens"] / max(1.0, summary["train_examples"])
+    summary["token_cache"] = token_cache_coverage(sweep, bytes_per_example=4 * tokens_per_example)  # int32 ids
     return summary
 
 
-def token_cache_coverage(sweep: Sweep) -> dict[str, Any] | None:
-    """None until the corpus is built: entries are keyed by the task files' content."""
+def token_cache_coverage(sweep: Sweep, bytes_per_example: float) -> dict[str, Any] | None:
+    """None until the corpus is built (entries are keyed by the task files' content), and where a trial
+    cannot be read here (the plan's checks list why)."""
     from imlsweep.corpus.store import MANIFEST_FILE
     from imlsweep.data.token_cache import cache_location, coverage
 
@@ -128,7 +131,10 @@ def token_cache_coverage(sweep: Sweep) -> dict[str, Any] | None:
         return None
     trials = [(trial.config.mixture, trial.config.corpus, trial.config.model.tokenizer_name,
                cache_location(trial.config.token_cache, trial.config.corpus)) for trial in sweep.trials]
-    return coverage(trials, bytes_per_example=sweep.spec.estimate.tokens_per_example * 4)
+    try:
+        return coverage(trials, bytes_per_example)
+    except (UserError, OSError):
+        return None
 
 
 def format_plan(summary: dict[str, Any]) -> str:
