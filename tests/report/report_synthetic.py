@@ -132,3 +132,16 @@ def replicated_sweep(directory: Path, replicates: int = 2, items: int = 25, seed
                                 "instructions": instructions, "cell": cell, "replicate": replicate})
                         TrialDir(str(directory / trial)).write_evaluation(predictions_table(predictions), {})
     return write_sweep(directory, pd.DataFrame(rows), {"name": "replicated"})
+
+
+def with_predictions(directory: Path, table: pd.DataFrame) -> Path:
+    """Each trial's predictions.parquet for a results table: n_eval items per row, each scoring the row's score."""
+    from imlsweep.eval.results import predictions_table
+    from imlsweep.trial_dir import TrialDir
+
+    for trial, rows in table.groupby("trial"):
+        items = [{"example_id": f"{row.task_id}-{i}", "task_id": row.task_id, "shots": int(row.shots),
+                  "mode": "generation", "rougeL": row.score / 100, "exact_match": 0.0}
+                 for row in rows.itertuples() for i in range(int(row.n_eval))]
+        TrialDir(str(directory / trial)).write_evaluation(predictions_table(items), {})
+    return directory

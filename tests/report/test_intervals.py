@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from report_synthetic import REPLICATED_SAMPLES, REPLICATED_TASKS, replicated_sweep
+from report_synthetic import REPLICATED_SAMPLES, REPLICATED_TASKS, eps_results, replicated_sweep, with_predictions, write_sweep
 
 from imlsweep.report.build import build_report
-from imlsweep.report.intervals import efficiency_comparisons, efficiency_intervals, with_intervals
+from imlsweep.report.intervals import efficiency_comparisons, efficiency_intervals, mixing_comparisons, with_intervals
+from imlsweep.report.mixing import COMBINED, mixing_tables, swept_printed_labels
 from imlsweep.report.results import load_instances, load_sweep_results
 from imlsweep.report.sample_efficiency import efficiency_points
 
@@ -56,3 +57,23 @@ def test_other_seeds_draw_other_intervals(replicated):
     _, results, instances = replicated
     first, other = (efficiency_intervals(results.table, instances, seed=seed) for seed in (3, 4))
     assert first.keys() == other.keys() and any(first[k].low != other[k].low for k in first)
+
+
+def test_mixing_values_against_the_first_match_opt_iml_combined_differences(tmp_path):
+    table = eps_results()
+    sweep_dir = with_predictions(write_sweep(tmp_path / "eps", table), table)
+    results = load_sweep_results(sweep_dir)
+    instances = load_instances(sweep_dir, results.table)
+    labels = swept_printed_labels(results.table, ["eps"])
+    compared = mixing_comparisons(results.table, instances, labels, seed=0, baseline="128")
+    tables = {t.level: t.table for t in mixing_tables(results.table, ["eps"])}
+    overall = compared[compared["category"] == "overall"].set_index(["level", "value"])
+    assert len(overall) == 3 * 2
+    for (level, value), row in overall.iterrows():
+        expected = tables[level].loc[value, COMBINED] - tables[level].loc["128", COMBINED]
+        assert row["difference"] == pytest.approx(expected)
+        assert (row["ci_low"] > 0) == (value == "4096") and row["p_value"] < 0.05
+    per_category = compared[(compared["category"] == "Title Generation") & (compared["level"] == "fully_held_out")]
+    assert set(per_category["instances"]) == {4 * 10 * 2}  # its 4 tasks, 10 items each, 2 shot settings
+    page = build_report(sweep_dir, tmp_path / "report").html.read_text()
+    assert "Paired comparisons: each eps &minus; 128" in page

@@ -10,8 +10,14 @@ import pandas as pd
 
 from imlsweep.report import html
 from imlsweep.report.exports import export_table
-from imlsweep.report.intervals import efficiency_comparisons, efficiency_intervals, needed_intervals, with_intervals
-from imlsweep.report.mixing import combined_scores, mixing_tables, printed_label
+from imlsweep.report.intervals import (
+    efficiency_comparisons,
+    efficiency_intervals,
+    mixing_comparisons,
+    needed_intervals,
+    with_intervals,
+)
+from imlsweep.report.mixing import combined_scores, mixing_tables, ordered_values, printed_label, swept_printed_labels
 from imlsweep.report.plots import efficiency_by_category_figure, efficiency_figure, mixing_figure
 from imlsweep.report.results import SweepResults, compute_used, load_instances, load_sweep_results, trial_counts
 from imlsweep.report.sample_efficiency import (
@@ -55,10 +61,11 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, seed:
     paths = ReportPaths(html=out / REPORT_FILE)
     sections = [html.summary_section(results.name, trial_counts(results), wandb_link(results.spec, local),
                                      len(results.table)) + html.compute_section(compute_used(results))]
+    instances = load_instances(sweep_dir, results.table)
     if results.has_sample_efficiency:
-        sections.append(sample_efficiency_section(results, load_instances(sweep_dir, results.table), seed, paths))
+        sections.append(sample_efficiency_section(results, instances, seed, paths))
     for key in results.mixing_keys:
-        sections.append(mixing_section(results, key, paths))
+        sections.append(mixing_section(results, key, instances, seed, paths))
     sections.append("<h2>Per task</h2>" + html.frame_table(paths.table(task_table(results), "per_task"), sortable=True))
     paths.html.write_text(html.page(f"Sweep {results.name}", sections), encoding="utf-8")
     paths.summary = terminal_summary(results)
@@ -118,7 +125,8 @@ def sample_efficiency_section(results: SweepResults, instances: pd.DataFrame | N
     return "\n".join(parts)
 
 
-def mixing_section(results: SweepResults, key: str, paths: ReportPaths) -> str:
+def mixing_section(results: SweepResults, key: str, instances: pd.DataFrame | None, seed: int,
+                   paths: ReportPaths) -> str:
     tables = mixing_tables(results.table, [key])
     if not tables:
         return html.mixing_section(key, [], None)
@@ -129,7 +137,12 @@ def mixing_section(results: SweepResults, key: str, paths: ReportPaths) -> str:
     figure = mixing_figure(combined, key, paths.out_dir / f"mixing_{safe_name(key)}.png",
                            None if numeric.isna().any() else numeric.tolist())
     paths.figures.append(figure)
-    return html.mixing_section(key, tables, figure)
+    labels = swept_printed_labels(results.table, [key])
+    baseline = ordered_values(results.table, [key])[0]
+    comparisons = paths.table(mixing_comparisons(results.table, instances, labels, seed, baseline),
+                              f"mixing_{safe_name(key)}_paired")
+    return (html.mixing_section(key, tables, figure) + f"<h3>Paired comparisons: each {html.esc(key)} &minus; "
+            f"{html.esc(baseline)}</h3>" + html.comparisons_table(comparisons))
 
 
 def task_table(results: SweepResults) -> pd.DataFrame:

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from imlsweep.report.results import REPLICATE_KEYS
+from imlsweep.report.results import REPLICATE_KEYS, finished
 from imlsweep.report.sample_efficiency import (
     PowerLawFit,
     efficiency_rows,
@@ -141,4 +141,40 @@ def efficiency_comparisons(table: pd.DataFrame, instances: pd.DataFrame | None, 
             records.append({"comparison": name, "samples": samples, group: part, "difference": interval.mean,
                             "ci_low": interval.low, "ci_high": interval.high, "p_value": found.p_value,
                             "instances": interval.n_instances, "replicates": interval.n_replicates})
+    return pd.DataFrame(records, columns=columns)
+
+
+def opt_iml_weights(values: pd.DataFrame, by_category: bool) -> pd.Series:
+    """Stratum weights that make the weighted mean of task means OPT-IML's: tasks -> category means ->
+    their mean per shot setting -> mean over shot settings (within one category: tasks, then shots)."""
+    tasks = values.groupby(["shots", "category"])["task_id"].transform("nunique")
+    categories = values.groupby("shots")["category"].transform("nunique")
+    shots = values["shots"].nunique()
+    return 1.0 / (tasks * shots * (1 if by_category else categories))
+
+
+def mixing_comparisons(table: pd.DataFrame, instances: pd.DataFrame | None, value_labels: pd.Series, seed: int,
+                       baseline: str) -> pd.DataFrame:
+    """Each swept value - `baseline` per level, overall (OPT-IML's combined score) and per category, on
+    the instances both evaluated: the difference, its interval, the paired-bootstrap p-value and what it
+    stands on. `value_labels` is each row's swept value as printed."""
+    columns = ["level", "value", "category", "difference", "ci_low", "ci_high", "p_value", "instances", "replicates"]
+    rows = finished(table)
+    if instances is None or instances.empty or rows.empty:
+        return pd.DataFrame(columns=columns)
+    values = instance_values(rows.assign(swept=value_labels.loc[rows.index]), instances, "score")
+    records = []
+    for (level, value), part in values.groupby(["level", "swept"], sort=False):
+        if value == baseline:
+            continue
+        reference = values[(values["level"] == level) & (values["swept"] == baseline)]
+        for category in [OVERALL] + sorted(set(part["category"])):
+            a = part if category == OVERALL else part[part["category"] == category]
+            a = a.assign(weight=opt_iml_weights(a, by_category=category != OVERALL))
+            found = paired_difference(a, reference, PAIR_KEYS, seed, f"mixing|{level}|{value}|{category}")
+            if found is not None:
+                interval = found.interval
+                records.append({"level": level, "value": value, "category": category, "difference": interval.mean,
+                                "ci_low": interval.low, "ci_high": interval.high, "p_value": found.p_value,
+                                "instances": interval.n_instances, "replicates": interval.n_replicates})
     return pd.DataFrame(records, columns=columns)
