@@ -56,3 +56,8 @@ def test_bench_data_quick_prints_the_figures(ray_local, tmp_path, capsys):
                 "peak_rss_mb"):
         assert result[key] > 0
     assert result["packing_efficiency"] <= 1.0
+    assert [row["examples"] for row in result["scaling"]] == [300, 600]
+    for row in result["scaling"]:
+        assert row["peak_rss_mb"] > 0 and 0 < row["first_row_s"] <= row["total_s"] and row["tokens_per_s"] > 0
+    for key in ("cached_speedup", "sweep_data_s_cached", "sweep_data_s_uncached"):
+        assert result[key] > 0

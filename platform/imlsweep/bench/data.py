@@ -11,8 +11,18 @@ in one run:
   tokenize), `interleave_datasets` with the same per-task probabilities, greedy (next-fit) packing.
 
 Tokens/s count non-padding tokens. The pipeline and the tokenizer run alternately `--repeat` times
-and the fastest run of each counts (the first pipeline run also starts the Ray workers). Peak RSS
-sums this process and its children (the local Ray workers) while the pipeline runs.
+and the fastest run of each counts (the first pipeline run also starts the Ray workers). Every
+pipeline run is a first trial: it starts from an empty token cache. Peak RSS sums this process and its
+children (the local Ray workers) while the pipeline runs.
+
+Then, at scale and with the cache:
+
+- scaling: a first trial at each of `--scaling` stream lengths: peak RSS, seconds to the first packed
+  row and to the last, tokens/s;
+- cached_speedup: the first trial's data time over a second trial's with the same tasks, whose tokens
+  the first left in the cache;
+- sweep: the data seconds of a 9-trial EPS sweep in miniature (the same tasks, 9 caps), each trial with
+  an empty cache (uncached) against all sharing one (cached).
 """
 
 from __future__ import annotations
@@ -31,8 +41,9 @@ import numpy as np
 from imlsweep.output import print_figures
 from imlsweep.ray_session import ray_session
 
-FULL = {"tasks": 2000, "total_examples": 60_000, "max_task_size": 5000}
-QUICK = {"tasks": 12, "total_examples": 300, "max_task_size": 60}
+FULL = {"tasks": 2000, "total_examples": 60_000, "max_task_size": 5000, "scaling": [60_000, 240_000, 960_000]}
+QUICK = {"tasks": 12, "total_examples": 300, "max_task_size": 60, "scaling": [300, 600]}
+SWEEP_EPS = [8, 16, 32, 64, 128, 256, 512, 1024, 4096]  # the caps of the 9-trial EPS sweep in miniature
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the fastest of each counts (default 3, 1 with --quick)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", help="where the synthetic corpus is written (default: a temporary folder)")
+    parser.add_argument("--scaling", help="comma-separated stream lengths of the scaling runs (default "
+                        f"{','.join(map(str, FULL['scaling']))}; {','.join(map(str, QUICK['scaling']))} with --quick)")
+    parser.add_argument("--sweep-examples", type=int, help="examples per trial of the EPS sweep in miniature "
+                        "(default: the stream's examples / 4)")
 
 
 def log(message: str) -> None:
@@ -151,18 +166,26 @@ class PeakRss:
         self.peak = max(self.peak, self._sample())
 
 
-def measure_pipeline(mixture, corpus_dir: Path, tokenizer_name: str) -> dict:
+def measure_pipeline(mixture, corpus_dir: Path, tokenizer_name: str, token_cache: Path) -> dict:
     from imlsweep.data.pipeline import build_train_dataset, iter_train_batches
 
     start = time.perf_counter()
+    first_row_s = None
     with PeakRss() as memory:
-        dataset = build_train_dataset(mixture, str(corpus_dir), tokenizer_name, "causal")
+        dataset = build_train_dataset(mixture, str(corpus_dir), tokenizer_name, "causal", token_cache=str(token_cache))
         tokens = slots = 0
         for batch in iter_train_batches(dataset, 64, "causal"):
+            first_row_s = first_row_s or time.perf_counter() - start
             tokens += int((batch["document_ids"] >= 0).sum())
             slots += batch["document_ids"].numel()
     seconds = time.perf_counter() - start
-    return {"tokens": tokens, "seconds": seconds, "efficiency": tokens / slots, "peak_rss": memory.peak}
+    return {"tokens": tokens, "seconds": seconds, "first_row_s": first_row_s, "efficiency": tokens / slots,
+            "peak_rss": memory.peak}
+
+
+def fresh_cache(scratch: Path) -> Path:
+    """An empty token cache folder: the run it is given is a first trial."""
+    return Path(tempfile.mkdtemp(prefix="token-cache-", dir=scratch))
 
 
 def rendered_texts(plan, mixture, corpus_dir: Path, tokenizer) -> list[str]:
@@ -239,8 +262,10 @@ def run(args: argparse.Namespace) -> int:
         corpus_dir = Path(args.workdir or scratch) / "synthetic_corpus"
         log(f"writing a synthetic corpus of {tasks} tasks to {corpus_dir}")
         write_synthetic_corpus(corpus_dir, tasks, size["max_task_size"], args.seed)
+        scaling = [int(n) for n in args.scaling.split(",")] if args.scaling else size["scaling"]
         with ray_session(local_cpus=os.cpu_count()):
             figures = measure_all(args, corpus_dir, tasks, total, max_length)
+            figures |= measure_cache(args, corpus_dir, total, max_length, scaling)
     print_figures(figures, args.json)
     return 0
 
@@ -261,7 +286,7 @@ def measure_all(args: argparse.Namespace, corpus_dir: Path, tasks: int, total: i
     for run_number in range(args.repeat or (1 if args.quick else 3)):
         log(f"run {run_number + 1}: pipeline ({total} examples from {len(plan.sources)} tasks, packed to "
             f"{max_length}), then the bare tokenizer on the same rendered texts")
-        pipeline_runs.append(measure_pipeline(mixture, corpus_dir, args.tokenizer))
+        pipeline_runs.append(measure_pipeline(mixture, corpus_dir, args.tokenizer, fresh_cache(corpus_dir.parent)))
         bare_runs.append(measure_tokenizer(texts, tokenizer))
     pipeline = min(pipeline_runs, key=lambda r: r["seconds"])
     bare = min(bare_runs, key=lambda r: r["seconds"])
@@ -280,4 +305,42 @@ def measure_all(args: argparse.Namespace, corpus_dir: Path, tasks: int, total: i
     }
     result["pipeline_vs_tokenizer"] = result["pipeline_tokens_per_s"] / result["tokenizer_tokens_per_s"]
     result["pipeline_vs_baseline"] = result["pipeline_tokens_per_s"] / result["baseline_tokens_per_s"]
+    return result
+
+
+def measure_cache(args: argparse.Namespace, corpus_dir: Path, total: int, max_length: int,
+                  scaling: list[int]) -> dict[str, Any]:
+    """First trials at each stream length; a second trial on the first one's cache; the EPS sweep in
+    miniature with and without a shared cache."""
+    from imlsweep.data.mixture import MixtureConfig
+
+    def mixture(examples: int, eps: float = args.eps) -> MixtureConfig:
+        return MixtureConfig(eps=eps, total_examples=examples, max_length=max_length, seed=args.seed)
+
+    scratch = corpus_dir.parent
+    rows = []
+    for examples in scaling:
+        log(f"scaling: a first trial of {examples} examples")
+        run = measure_pipeline(mixture(examples), corpus_dir, args.tokenizer, fresh_cache(scratch))
+        rows.append({"examples": examples, "peak_rss_mb": run["peak_rss"] / 2**20, "first_row_s": run["first_row_s"],
+                     "total_s": run["seconds"], "tokens_per_s": run["tokens"] / run["seconds"]})
+    log(f"cache: a first trial of {total} examples, then a second on its cache")
+    shared = fresh_cache(scratch)
+    first = measure_pipeline(mixture(total), corpus_dir, args.tokenizer, shared)
+    second = measure_pipeline(mixture(total), corpus_dir, args.tokenizer, shared)
+    per_trial = args.sweep_examples or max(1, total // 4)
+    log(f"sweep: {len(SWEEP_EPS)} trials of {per_trial} examples, each with an empty cache, then sharing one")
+    uncached = sum(measure_pipeline(mixture(per_trial, eps), corpus_dir, args.tokenizer, fresh_cache(scratch))["seconds"]
+                   for eps in SWEEP_EPS)
+    shared = fresh_cache(scratch)
+    cached = sum(measure_pipeline(mixture(per_trial, eps), corpus_dir, args.tokenizer, shared)["seconds"]
+                 for eps in SWEEP_EPS)
+    result = {"scaling": rows, "first_trial_data_s": first["seconds"], "cached_trial_data_s": second["seconds"],
+              "cached_speedup": first["seconds"] / second["seconds"],
+              "sweep_trials": len(SWEEP_EPS), "sweep_examples_per_trial": per_trial,
+              "sweep_data_s_uncached": uncached, "sweep_data_s_cached": cached,
+              "sweep_cached_speedup": uncached / cached}
+    if len(rows) > 1:
+        result["peak_rss_largest_vs_smallest"] = rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
+        result["first_row_vs_total_largest"] = rows[-1]["first_row_s"] / rows[-1]["total_s"]
     return result
