@@ -3,8 +3,8 @@ machine, and fail with the spec file, the trial, the key and the bad value befor
 
 from __future__ import annotations
 
+import contextlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,11 +15,25 @@ from quickstart_spec import SWEEPS, quickstart_copy
 TASKS = ["task1159_bard_analogical_reasoning_containers", "task828_copa_commonsense_cause_effect"]
 
 
-def ray_started() -> bool:
-    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+@pytest.fixture
+def ray_sessions(monkeypatch) -> list:
+    """Every command reaches Ray through `ray_session`: each entry is recorded (and goes on to the real one),
+    so a test sees whether a command got as far as Ray whatever earlier tests left running."""
+    import imlsweep.ray_session as module
+
+    entered, real = [], module.ray_session
+
+    @contextlib.contextmanager
+    def recorded(*args, **kwargs):
+        entered.append(args)
+        with real(*args, **kwargs):
+            yield
+
+    monkeypatch.setattr(module, "ray_session", recorded)
+    return entered
 
 
-def test_misspelled_task_fails_plan_and_run_before_ray(tmp_path, sample_corpus, capsys):
+def test_misspelled_task_fails_plan_and_run_before_ray(tmp_path, sample_corpus, capsys, ray_sessions):
     spec = quickstart_copy(tmp_path, sample_corpus, TASKS[1], "task999_nonexistent")
     storage = tmp_path / "runs"
     for command in ("plan", "run"):
@@ -28,7 +42,7 @@ def test_misspelled_task_fails_plan_and_run_before_ray(tmp_path, sample_corpus, 
         assert (f"{spec}: trial single_task-inst_8-task999 (and 11 more trials): mixture.tasks: "
                 "'task999_nonexistent' is not a task of the corpus; did you mean") in error
         assert "eval.tasks: 'task999_nonexistent'" in error
-    assert not ray_started()
+    assert not ray_sessions
     assert not (storage / "quickstart").exists()  # no sweep directory, no trial
 
 
@@ -45,12 +59,12 @@ def test_misspelled_task_fails_plan_and_run_before_ray(tmp_path, sample_corpus, 
     ("{name: tiny-llama}", "{name: 'facebook/opt 125m'}",
      "model.name: 'facebook/opt 125m' is neither a bundled tiny model, a local folder nor a well-formed hub id"),
 ])
-def test_names_the_corpus_lacks_fail_plan_and_run(tmp_path, sample_corpus, capsys, old, new, message):
+def test_names_the_corpus_lacks_fail_plan_and_run(tmp_path, sample_corpus, capsys, ray_sessions, old, new, message):
     spec = quickstart_copy(tmp_path, sample_corpus, old, new)
     for command in ("plan", "run"):
         assert main(["sweep", command, str(spec), "--storage", str(tmp_path / "runs")]) == 2
         assert f"{spec}: trial single_task-inst_8-task1159 (and 17 more trials): {message}" in capsys.readouterr().err
-    assert not ray_started()
+    assert not ray_sessions
 
 
 def absent_cases(tmp_path: Path) -> list[tuple[str, str, str]]:
@@ -69,7 +83,7 @@ def absent_cases(tmp_path: Path) -> list[tuple[str, str, str]]:
 
 
 @pytest.mark.parametrize("case", range(5))
-def test_what_this_machine_lacks_is_listed_by_plan_and_fails_run(tmp_path, sample_corpus, capsys, case):
+def test_what_this_machine_lacks_is_listed_by_plan_and_fails_run(tmp_path, sample_corpus, capsys, ray_sessions, case):
     old, new, message = absent_cases(tmp_path)[case]
     spec = quickstart_copy(tmp_path, sample_corpus, old, new)
     assert main(["sweep", "plan", str(spec), "--storage", str(tmp_path / "runs"), "--json"]) == 0
@@ -79,7 +93,7 @@ def test_what_this_machine_lacks_is_listed_by_plan_and_fails_run(tmp_path, sampl
     assert message in summary["absent_here"][0]
     assert main(["sweep", "run", str(spec), "--storage", str(tmp_path / "runs")]) == 2
     assert message in capsys.readouterr().err
-    assert not ray_started()
+    assert not ray_sessions
 
 
 def test_plan_without_a_buildable_corpus_says_so(tmp_path, capsys):

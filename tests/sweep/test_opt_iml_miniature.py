@@ -144,8 +144,8 @@ def test_every_opt_iml_sweep_runs_in_miniature(swept):
 
 def test_the_sample_corpus_is_built_once_and_checked_for_leakage(swept):
     storage, _ = swept
-    (corpus,) = (storage / "corpora").glob("opt_iml_bench_sample-*")
-    manifest = pd.read_parquet(corpus / "manifest.parquet")
+    (manifest_file,) = (storage / "corpora").glob("opt_iml_bench_sample-*/manifest.parquet")  # not its token cache
+    corpus, manifest = manifest_file.parent, pd.read_parquet(manifest_file)
     n_train, n_eval = int((manifest["split"] == "train").sum()), int((manifest["split"] != "train").sum())
     report = run_cli("corpus", "leakage", str(corpus))
     assert (report["train_tasks"], report["eval_tasks"], report["pairs_checked"]) == (n_train, n_eval, n_train * n_eval)
