@@ -69,14 +69,13 @@ def model_kind(hf_config: PretrainedConfig) -> ModelKind:
     return "seq2seq" if hf_config.is_encoder_decoder else "causal"
 
 
-def model_class(hf_config: PretrainedConfig) -> type[PreTrainedModel]:
-    auto = AutoModelForSeq2SeqLM if model_kind(hf_config) == "seq2seq" else AutoModelForCausalLM
-    return auto._model_mapping[type(hf_config)]
+def auto_class(hf_config: PretrainedConfig) -> type:
+    return AutoModelForSeq2SeqLM if model_kind(hf_config) == "seq2seq" else AutoModelForCausalLM
 
 
 def attention_path(hf_config: PretrainedConfig, use_gpu: bool) -> AttentionPath:
     """The document-attention path of a trial on this machine (see `imlsweep.train.attention`)."""
-    cls = model_class(hf_config)
+    cls = auto_class(hf_config)._model_mapping[type(hf_config)]
     return choose_attention_path(use_gpu=use_gpu, flash_attn_installed=flash_attn_installed(),
                                  torch_has_flex=torch_has_flex(), encoder_decoder=model_kind(hf_config) == "seq2seq",
                                  model_supports_flash=bool(getattr(cls, "_supports_flash_attn", False)),
@@ -96,7 +95,7 @@ def load_model(config: ModelConfig, init_from: str | None = None,
     import torch
 
     hf_config = model_config(config)
-    auto = AutoModelForSeq2SeqLM if model_kind(hf_config) == "seq2seq" else AutoModelForCausalLM
+    auto = auto_class(hf_config)
     source = init_from or (None if config.is_tiny else config.name)
     options = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if source is None:
