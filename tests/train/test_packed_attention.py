@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from imlsweep.data.packing import assign_pair_rows, pack_seq2seq_rows, unpack_seq2seq_rows
+from imlsweep.data.packing import (assign_pair_rows, causal_examples, pack_examples, pack_seq2seq_rows,
+                                   unpack_seq2seq_rows)
 from imlsweep.data.pipeline import padded_pair_batch
 from imlsweep.train.attention import IMPLEMENTATIONS, choose_attention_path
 from imlsweep.train.loss import batch_loss, document_shift_right
@@ -20,11 +21,10 @@ GPU_FLEX = dict(use_gpu=True, flash_attn_installed=False, torch_has_flex=True, e
 def test_attention_path_choice():
     assert choose_attention_path(**GPU_FLEX) == "flex_attention"
     assert choose_attention_path(**{**GPU_FLEX, "flash_attn_installed": True}) == "flash_attention_varlen"
-    # flash-attn varlen takes its boundaries from decoder position ids: not for encoder-decoder rows
-    assert choose_attention_path(**{**GPU_FLEX, "flash_attn_installed": True, "encoder_decoder": True}) == "flex_attention"
-    # FlexAttention has no attention dropout and no backward on CPU; nor does a model without it run it
+    # FlexAttention has no attention dropout and no backward on CPU; nor does a model without it run it;
+    # encoder-decoder rows (T5's dense position bias) take the dense mask
     for change in ({"attention_dropout": 0.1}, {"use_gpu": False}, {"torch_has_flex": False},
-                   {"model_supports_flex": False}):
+                   {"model_supports_flex": False}, {"encoder_decoder": True, "flash_attn_installed": True}):
         assert choose_attention_path(**{**GPU_FLEX, **change}) == "dense_mask"
     assert attention_path(model_config(ModelConfig(name="tiny-t5", dropout=0.0)), use_gpu=False) == "dense_mask"
 
@@ -72,17 +72,16 @@ def test_packed_t5_loss_equals_unpacked_loss():
 
 
 @pytest.mark.slow  # compiles FlexAttention for CPU
-def test_flex_attention_block_masks_give_the_dense_masks_loss():
+def test_flex_attention_block_mask_gives_the_dense_masks_loss():
     """FlexAttention runs forward on CPU (compiled; it has no backward there, so CPU trials take the
-    dense mask): the block masks built from document ids (bidirectional encoder row, block-causal
-    decoder row, cross-attention per document) give the dense masks' packed loss."""
+    dense mask): the block mask built from document ids gives the dense mask's packed loss."""
     examples = pairs(seed=4)
-    batch = unpack_seq2seq_rows(pack_seq2seq_rows([s for s, _ in examples], [t for _, t in examples],
-                                                  max_source=40, max_target=20, pad_id=PAD))
+    batch = pack_examples(causal_examples([s for s, _ in examples], [t for _, t in examples], eos_id=1, max_len=64),
+                          max_len=64, pad_id=PAD)
     batch = {key: torch.from_numpy(value) for key, value in batch.items()}
     losses = {}
     for path in ("dense_mask", "flex_attention"):
-        model = load_model(ModelConfig(name="tiny-t5", dropout=0.0), attn_implementation=IMPLEMENTATIONS[path]).eval()
+        model = load_model(ModelConfig(name="tiny-llama", dropout=0.0), attn_implementation=IMPLEMENTATIONS[path]).eval()
         with torch.no_grad():
             losses[path], _ = batch_loss(model, batch, attention=path)
     assert torch.allclose(losses["flex_attention"], losses["dense_mask"], atol=1e-5)

@@ -5,10 +5,11 @@ ones in a decoder). Three paths do it, chosen per trial by `choose_attention_pat
 
 - `flash_attention_varlen` (GPU, the optional `flash-attn` package, decoder-only): no mask;
   transformers derives the varlen boundaries from the restarted `position_ids`.
-- `flex_attention` (GPU, PyTorch's own FlexAttention): a `BlockMask` built from the document ids,
+- `flex_attention` (GPU, decoder-only, PyTorch's own FlexAttention): a `BlockMask` built from the document ids,
   handed to transformers' `flex_attention` implementation as the 4-D attention mask, so whole blocks
   of other documents are skipped. FlexAttention has no attention dropout and no backward on CPU.
-- `dense_mask` (everywhere): a 4-D additive mask under sdpa/eager attention, quadratic in the row.
+- `dense_mask` (everywhere, and encoder-decoder rows): a 4-D additive mask under sdpa/eager
+  attention, quadratic in the row.
 
 `attends` is the one rule every path's mask follows: same document (and not later, when causal). A
 padding query (document -1) attends to every key, so its row stays finite; nothing attends to padding.
@@ -35,12 +36,16 @@ IMPLEMENTATIONS: dict[str, str | None] = {"flash_attention_varlen": "flash_atten
 def choose_attention_path(*, use_gpu: bool, flash_attn_installed: bool, torch_has_flex: bool, encoder_decoder: bool,
                           model_supports_flash: bool, model_supports_flex: bool,
                           attention_dropout: float) -> AttentionPath:
-    """The fastest path this trial can run: flash-attn varlen where installed (decoder-only rows: its
-    boundaries come from position ids), else FlexAttention (it has no attention dropout), else the
-    dense mask. Both kernels need a GPU (FlexAttention has no backward on CPU)."""
-    if use_gpu and flash_attn_installed and model_supports_flash and not encoder_decoder:
+    """The fastest path this trial can run: flash-attn varlen where installed, else FlexAttention (it
+    has no attention dropout), else the dense mask. Both kernels need a GPU (FlexAttention has no
+    backward on CPU) and decoder-only rows: flash-attn varlen takes its boundaries from decoder position
+    ids, and T5's relative position bias is a dense [heads, q, k] tensor that FlexAttention would carry
+    as a captured buffer, quadratic like the dense mask (and its CPU kernel does not compile)."""
+    if not use_gpu or encoder_decoder:
+        return "dense_mask"
+    if flash_attn_installed and model_supports_flash:
         return "flash_attention_varlen"
-    if use_gpu and torch_has_flex and model_supports_flex and attention_dropout == 0:
+    if torch_has_flex and model_supports_flex and attention_dropout == 0:
         return "flex_attention"
     return "dense_mask"
 
