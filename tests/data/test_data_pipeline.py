@@ -135,14 +135,14 @@ def test_seq2seq_pairs_in_length_grouped_padded_batches(ray_local, sample_corpus
 def test_seq2seq_packed_pairs_hold_every_pair_once(ray_local, sample_corpus):
     from imlsweep.data.pipeline import build_train_dataset, iter_train_batches
 
-    mixture = MIXTURE.model_copy(update={"max_source_length": 64, "max_target_length": 8})
+    mixture = MIXTURE.model_copy(update={"max_source_length": 512, "max_target_length": 64})
     pairs = build_train_dataset(mixture, sample_corpus, "tiny", "seq2seq").take_all()
     packed = build_train_dataset(mixture.model_copy(update={"pack_seq2seq": True}), sample_corpus, "tiny",
                                  "seq2seq").materialize()
     assert packed.count() < len(pairs)
     unpacked = []
     for batch in iter_train_batches(packed, 4, "seq2seq", pack_seq2seq=True):
-        assert batch["input_ids"].shape[1] == 64 and batch["labels"].shape[1] == 8
+        assert batch["input_ids"].shape[1] == 512 and batch["labels"].shape[1] == 64
         for row in range(len(batch["input_ids"])):
             source_ids, target_ids = batch["source_document_ids"][row], batch["target_document_ids"][row]
             for document in range(int(target_ids.max()) + 1):
