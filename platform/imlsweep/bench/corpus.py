@@ -251,7 +251,8 @@ def run(args: argparse.Namespace) -> int:
           "instances", file=sys.stderr, flush=True)
     build = measured_command([*cli, "build", str(config_path), "--out", str(corpus_dir), "--overwrite", "--json"],
                              "corpus build")
-    print("[bench corpus] corpus leakage", file=sys.stderr, flush=True)
+    print(f"[bench corpus] built in {build.wall_s:.1f} s ({checkout['input_mb'] / build.wall_s:.1f} MB/s), peak RSS "
+          f"{build.peak_rss_mb:.0f} MB; corpus leakage", file=sys.stderr, flush=True)
     leakage = measured_command([*cli, "leakage", str(corpus_dir), "--json"], "corpus leakage")
     print_figures(figures(checkout, build, leakage, json.loads(leakage.stdout)), args.json)
     return 0
