@@ -93,9 +93,13 @@ def test_model_shape_from_the_config_alone():
 def test_trial_shape_reads_the_trial_settings():
     config = TrialConfig.model_validate({
         "name": "t", "corpus": "c", "model": {"name": "tiny-t5"},
-        "mixture": {"max_source_length": 300, "max_target_length": 40},
+        "mixture": {"max_source_length": 300, "max_target_length": 40, "pack_seq2seq": True},
         "train": {"workers": 12, "gpus_per_worker": 1, "zero_stage": 3, "micro_batch_size": 2,
                   "activation_checkpointing": True}})
     shape = trial_shape(config, model_shape(architecture_config(config.model)), gpus_per_node=8)
     assert (shape.workers, shape.workers_per_node, shape.seq_len, shape.target_len) == (12, 8, 300, 40)
-    assert shape.zero_stage == 3 and shape.activation_checkpointing and shape.gpu
+    assert shape.zero_stage == 3 and shape.activation_checkpointing and shape.gpu and shape.packed_seq2seq
+    # packed rows carry dense encoder, decoder and cross-attention document masks
+    t5 = model_shape(architecture_config(config.model))
+    padded = dataclasses.replace(shape, packed_seq2seq=False)
+    assert activation_bytes(t5, shape) - activation_bytes(t5, padded) == 2 * (300**2 + 40**2 + 300 * 40) * 2  # bf16

@@ -23,7 +23,8 @@ written out term by term so it holds for any precision, feed-forward width and g
     attention   sbh(5e + d)                   inputs of Q/K/V, Q, K, V, the output projection; dropout
     scores      0                             the trainer's attention (SDPA) never materialises
                                               softmax(QK^T) (the 5as/h term); the 4-D document mask,
-                                              b·s²·e, is built once and shared by every layer
+                                              b·s²·e, is built once and shared by every layer (packed
+                                              encoder-decoder rows: encoder, decoder and cross masks)
     MLP         sbh(e + d) + sbf·e·(2 or 4)   input, activation input and output (gated: gate, up,
                                               act(gate), product)
     norms       2e·sbh
@@ -93,6 +94,7 @@ class TrialShape:
     seq_len: int  # decoder-only: the packed row; encoder-decoder: the source
     target_len: int  # encoder-decoder only
     activation_checkpointing: bool
+    packed_seq2seq: bool = False  # encoder-decoder rows packed (`mixture.pack_seq2seq`): dense document masks
     trainable_params: int | None = None  # None: every parameter (LoRA trains only its adapters)
 
 
@@ -157,7 +159,11 @@ def activation_bytes(model: ModelShape, trial: TrialShape) -> float:
         else:
             total += layers * layer
     logits_len = trial.target_len if model.seq2seq else trial.seq_len
-    mask = 0 if model.seq2seq else b * trial.seq_len**2 * e
+    if not model.seq2seq:
+        mask = b * trial.seq_len**2 * e
+    else:  # packed: encoder, decoder and cross-attention masks; padded rows: a [b, s] padding mask only
+        source, target = trial.seq_len, trial.target_len
+        mask = b * (source**2 + target**2 + source * target) * e if trial.packed_seq2seq else 0
     return total + live_layer + mask + b * logits_len * model.vocab * (2 * e + 12)
 
 
@@ -226,4 +232,5 @@ def trial_shape(config: Any, model: ModelShape, gpus_per_node: int) -> TrialShap
                       micro_batch_size=train.micro_batch_size,
                       seq_len=mixture.max_source_length if model.seq2seq else mixture.max_length,
                       target_len=mixture.max_target_length,
-                      activation_checkpointing=train.activation_checkpointing)
+                      activation_checkpointing=train.activation_checkpointing,
+                      packed_seq2seq=model.seq2seq and mixture.pack_seq2seq)
