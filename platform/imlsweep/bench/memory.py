@@ -100,10 +100,12 @@ def planned(config: Any) -> Any:
 
 def measure(config: Any, storage: Path, dataset: Any) -> dict[str, Any]:
     from imlsweep.train.trial import run_trial
+    from imlsweep.trial_dir import TrialDir
 
     shape, plan = planned(config)
     log(f"{config.name}: {shape.params / 1e6:.0f}M parameters, planned {plan.host_gb_per_worker:.2f} GiB per worker")
-    measured = run_trial(config, str(storage), dataset=dataset).metrics["peak_host_memory_gb"]
+    trial = run_trial(config, str(storage), dataset=dataset)
+    measured = TrialDir(trial.trial_dir).read_metrics_log()[-1]["peak_host_memory_gb"]  # rank 0's metrics.jsonl
     log(f"{config.name}: measured {measured:.2f} GiB")
     return {"params": shape.params, "zero_stage": config.train.zero_stage,
             "activation_checkpointing": config.train.activation_checkpointing,
