@@ -21,7 +21,6 @@ import torch
 from imlsweep.config import ConfigError, validate_config
 from imlsweep.data.tokenizer import cached_tokenizer, load_tokenizer
 from imlsweep.errors import UserError
-from imlsweep.eval.config import EvalConfig
 from imlsweep.eval.trial import evaluate_in_worker
 from imlsweep.train.config import TrainConfig, TrialConfig
 from imlsweep.train.model import ModelConfig, load_model, unmatched_lora_targets
@@ -122,7 +121,7 @@ def test_reload_of_base_and_adapter_predicts_what_the_trial_predicted(lora_runs,
     configs, results = lora_runs
     config, result = configs[name], results[name]
     trained = pq.read_table(Path(result.trial_dir, "predictions.parquet")).to_pylist()
-    model = load_model(config.model.model_copy(update={"lora": None}), init_from=result.hf_model_dir)
+    model = load_model(config.model, init_from=result.hf_model_dir)
     assert not any("lora" in key for key in model.state_dict())  # the adapter is merged into a plain model
     evaluate_in_worker(model, cached_tokenizer(config.model.tokenizer_name), config, TrialDir(str(tmp_path)), 0, 1)
     reloaded = pq.read_table(tmp_path / "predictions.parquet").to_pylist()

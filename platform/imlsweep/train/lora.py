@@ -131,6 +131,9 @@ def merged_model(peft_model: Any, state: dict[str, Any]) -> Any:
     import peft
     import torch
 
+    # merging adds to the wrapped layers' weights in place: those are copied, so the trained model (whose
+    # live tensors `state` holds under ZeRO 0-2) stays as it is
+    state = {key: value.clone() if ".base_layer." in key else value for key, value in state.items()}
     base = peft_model.get_base_model()
     with torch.device("meta"):
         skeleton = peft.get_peft_model(type(base)._from_config(copy.deepcopy(base.config)),
