@@ -19,6 +19,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from imlsweep.assets import TINY_MODELS_DIR
 from imlsweep.config import StrictModel
 from imlsweep.data.tokenizer import TINY_TOKENIZER
+from imlsweep.train.attention import (AttentionPath, attention_dropout, choose_attention_path, flash_attn_installed,
+                                      torch_has_flex)
 from imlsweep.errors import UserError
 from imlsweep import storage
 from imlsweep.train.lora import TARGETS_KEY, LoraConfig, adapter_base, merge_adapter, target_problems
@@ -74,11 +76,25 @@ def model_kind(hf_config: PretrainedConfig) -> ModelKind:
     return "seq2seq" if hf_config.is_encoder_decoder else "causal"
 
 
+def auto_class(hf_config: PretrainedConfig) -> type:
+    return AutoModelForSeq2SeqLM if model_kind(hf_config) == "seq2seq" else AutoModelForCausalLM
+
+
+def attention_path(hf_config: PretrainedConfig, use_gpu: bool) -> AttentionPath:
+    """The document-attention path of a trial on this machine (see `imlsweep.train.attention`)."""
+    cls = auto_class(hf_config)._model_mapping[type(hf_config)]
+    return choose_attention_path(use_gpu=use_gpu, flash_attn_installed=flash_attn_installed(),
+                                 torch_has_flex=torch_has_flex(), encoder_decoder=model_kind(hf_config) == "seq2seq",
+                                 model_supports_flash=bool(getattr(cls, "_supports_flash_attn", False)),
+                                 model_supports_flex=bool(getattr(cls, "_supports_flex_attn", False)),
+                                 attention_dropout=attention_dropout(hf_config))
+
+
 def load_model(config: ModelConfig, init_from: str | None = None,
                attn_implementation: str | None = None) -> PreTrainedModel:
     """Weights from `init_from` (an HF folder) if given, else the model's own, else a seeded init; an
-    adapter folder is its base with the adapter merged in. `attn_implementation` (e.g.
-    `flash_attention_2`) is passed to transformers when set. The trial's own `lora` is not applied here."""
+    adapter folder is its base with the adapter merged in. `attn_implementation` (e.g. `flex_attention`,
+    see `attention_path`) is passed to transformers when set. The trial's own `lora` is not applied here."""
     if init_from is not None and storage.is_remote(init_from):
         # transformers loads local folders only: an s3:// / gs:// folder (an earlier stage's hf_model) is copied first
         with tempfile.TemporaryDirectory() as local_copy:
@@ -91,7 +107,7 @@ def load_model(config: ModelConfig, init_from: str | None = None,
     if base is not None:
         return merge_adapter(load_model(*adapter_base_source(config, init_from, base), attn_implementation), source)
     hf_config = model_config(config)
-    auto = model_class(hf_config)
+    auto = auto_class(hf_config)
     options = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if source is None:
         torch.manual_seed(config.seed)
@@ -110,16 +126,12 @@ def adapter_base_source(config: ModelConfig, init_from: str | None, base: str) -
     return config.model_copy(update={"name": base}), None
 
 
-def model_class(hf_config: PretrainedConfig) -> type:
-    return AutoModelForSeq2SeqLM if model_kind(hf_config) == "seq2seq" else AutoModelForCausalLM
-
-
 def meta_model(hf_config: PretrainedConfig) -> PreTrainedModel:
     """The model's modules on the meta device: names and shapes, no weights, no memory."""
     import torch
 
     with torch.device("meta"):
-        return model_class(hf_config).from_config(hf_config)
+        return auto_class(hf_config).from_config(hf_config)
 
 
 def unmatched_lora_targets(config: ModelConfig) -> list[tuple[str, str, str]]:
