@@ -1,4 +1,4 @@
-"""`imlsweep bench {data,train,eval,sweep}`: each prints figures (JSON with --json) as ratios against a
+"""`imlsweep bench {data,train,eval,sweep,merge}`: each prints figures (JSON with --json) as ratios against a
 baseline measured in the same run. Each stage's benchmark lives in `imlsweep.bench.<stage>` and
 exposes `add_arguments(parser)` and `run(args) -> int`."""
 
@@ -12,6 +12,7 @@ BENCHMARKS = [
     ("train", "target tokens/s packed vs padded; MFU on GPU"),
     ("eval", "rank classification vs lm-evaluation-harness; batched vs one-by-one generation"),
     ("sweep", "a grid of tiny trials run by the platform vs one process per trial"),
+    ("merge", "merging streamed tensor by tensor from safetensors vs with every model loaded"),
 ]
 
 
