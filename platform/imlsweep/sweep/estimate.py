@@ -71,8 +71,11 @@ class Estimator:
         train = config.train
         if train.max_steps is not None:
             mean_example = stream.tokens / max(stream.examples, 1.0)
-            # decoder-only rows are packed full; a seq2seq row is one example
-            per_row = config.mixture.max_length if self.model_kind(config) == "causal" else mean_example
+            # decoder-only rows are packed full, packed seq2seq rows about as full as their source row
+            # (targets are short); an unpacked seq2seq row is one example
+            mixture = config.mixture
+            per_row = (mixture.max_length if self.model_kind(config) == "causal" else
+                       mixture.max_source_length if mixture.pack_seq2seq else mean_example)
             tokens = float(train.max_steps) * train.rows_per_step * per_row
             examples = tokens / max(mean_example, 1.0)
         else:

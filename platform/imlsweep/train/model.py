@@ -17,6 +17,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from imlsweep.assets import TINY_MODELS_DIR
 from imlsweep.config import StrictModel
 from imlsweep.data.tokenizer import TINY_TOKENIZER
+from imlsweep.train.attention import (AttentionPath, attention_dropout, choose_attention_path, flash_attn_installed,
+                                      torch_has_flex)
 from imlsweep.errors import UserError
 from imlsweep import storage
 
@@ -67,10 +69,24 @@ def model_kind(hf_config: PretrainedConfig) -> ModelKind:
     return "seq2seq" if hf_config.is_encoder_decoder else "causal"
 
 
+def auto_class(hf_config: PretrainedConfig) -> type:
+    return AutoModelForSeq2SeqLM if model_kind(hf_config) == "seq2seq" else AutoModelForCausalLM
+
+
+def attention_path(hf_config: PretrainedConfig, use_gpu: bool) -> AttentionPath:
+    """The document-attention path of a trial on this machine (see `imlsweep.train.attention`)."""
+    cls = auto_class(hf_config)._model_mapping[type(hf_config)]
+    return choose_attention_path(use_gpu=use_gpu, flash_attn_installed=flash_attn_installed(),
+                                 torch_has_flex=torch_has_flex(), encoder_decoder=model_kind(hf_config) == "seq2seq",
+                                 model_supports_flash=bool(getattr(cls, "_supports_flash_attn", False)),
+                                 model_supports_flex=bool(getattr(cls, "_supports_flex_attn", False)),
+                                 attention_dropout=attention_dropout(hf_config))
+
+
 def load_model(config: ModelConfig, init_from: str | None = None,
                attn_implementation: str | None = None) -> PreTrainedModel:
     """Weights from `init_from` (an HF folder) if given, else the model's own, else a seeded init.
-    `attn_implementation` (e.g. `flash_attention_2`) is passed to transformers when set."""
+    `attn_implementation` (e.g. `flex_attention`, see `attention_path`) is passed to transformers when set."""
     if init_from is not None and storage.is_remote(init_from):
         # transformers loads local folders only: an s3:// / gs:// folder (an earlier stage's hf_model) is copied first
         with tempfile.TemporaryDirectory() as local_copy:
@@ -79,7 +95,7 @@ def load_model(config: ModelConfig, init_from: str | None = None,
     import torch
 
     hf_config = model_config(config)
-    auto = AutoModelForSeq2SeqLM if model_kind(hf_config) == "seq2seq" else AutoModelForCausalLM
+    auto = auto_class(hf_config)
     source = init_from or (None if config.is_tiny else config.name)
     options = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if source is None:
