@@ -143,6 +143,13 @@ class Resources(StrictModel):
     workers: int = Field(default=1, ge=1, description="Ray Train workers per trial")
     gpus_per_worker: float = Field(default=0, ge=0, description="a fraction shares a GPU between workers")
     cpus_per_worker: float = Field(default=1, gt=0)
+    gpu_memory_gb: float | None = Field(default=None, gt=0, description="memory of one GPU in GiB (80 for an "
+                                        "A100 80GB); `sweep plan` and `sweep run` refuse a trial that needs more; "
+                                        "null: not checked")
+    host_memory_gb: float | None = Field(default=None, gt=0, description="host memory of one node in GiB, checked "
+                                         "against the trial's workers on a node; null: not checked")
+    gpus_per_node: int = Field(default=8, ge=1, description="GPUs of one node: how many of a trial's workers "
+                               "share a node's host memory")
     in_process: bool = Field(
         default=True, description="single-worker trials run inside Tune's reused trial "
         "process: imports, worker start and process group are paid once per process, not per trial; such trials "

@@ -42,6 +42,9 @@ class TrainConfig(StrictModel):
     betas: tuple[float, float] = (0.9, 0.95)
     clip: float = Field(default=1.0, ge=0, description="gradient norm clipping; 0 turns it off")
     micro_batch_size: int = Field(default=8, ge=1, description="rows per worker per forward pass")
+    activation_checkpointing: bool = Field(
+        default=False, description="keep only each layer's input and recompute the rest in the backward pass: "
+        "less activation memory for about a third more compute")
     grad_accum: int | None = Field(default=None, ge=1, description="derived from global_batch_size when unset")
     global_batch_size: int | None = Field(default=None, ge=1, description="rows per optimizer step, all workers")
     max_steps: int | None = Field(default=None, ge=1, description="optimizer steps; or set epochs")
