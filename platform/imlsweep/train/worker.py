@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 from imlsweep.train.checkpoints import Progress, checkpoint_due, export_hf, load_state, save_state
 from imlsweep.train.config import TrainConfig, TrialConfig
-from imlsweep.train.metrics import Window, model_flops_utilization, peak_flops, records_up_to, window_metrics
+from imlsweep.train.metrics import (Window, model_flops_utilization, peak_flops, peak_memory_bytes, records_up_to,
+                                    window_metrics)
 from imlsweep.trial_dir import TrialDir, checkpoint_dir_name
 
 TRAIN_DATASET = "train"
@@ -87,7 +88,8 @@ class WorkerRun:
         from imlsweep.train.engine import initialize_engine
         from imlsweep.train.attention import IMPLEMENTATIONS
         from imlsweep.train.lora import apply_lora
-        from imlsweep.train.model import attention_path, load_model, model_config, model_kind
+        from imlsweep.train.model import (attention_path, enable_activation_checkpointing, load_model, model_config,
+                                          model_kind)
         from imlsweep.train.schedule import lr_scheduler
 
         self.setup, self.session = setup, session
@@ -98,6 +100,9 @@ class WorkerRun:
         self.attention = attention_path(model_config(self.config.model), self.train.use_gpu)
         self.model = load_model(self.config.model, self.config.init_from,
                                 attn_implementation=IMPLEMENTATIONS[self.attention])
+        self.model.train()  # from_pretrained returns a model in eval mode: no dropout, no activation checkpointing
+        if self.train.activation_checkpointing:
+            enable_activation_checkpointing(self.model)
         self.lora = self.config.model.lora
         if self.lora is not None:
             self.model = apply_lora(self.model, self.lora)
@@ -203,6 +208,11 @@ class WorkerRun:
                    "train_time_s": progress.train_time_s, "attention_path": self.attention}
         if self.resumed_from_step is not None:
             metrics["resumed_from_step"] = self.resumed_from_step
+        peaks = torch.tensor(peak_memory_bytes(self.train.use_gpu), dtype=torch.float64, device=self.engine.device)
+        torch.distributed.all_reduce(peaks, op=torch.distributed.ReduceOp.MAX)  # the fullest worker's
+        metrics["peak_host_memory_gb"] = peaks[0].item() / 2**30
+        if self.train.use_gpu:
+            metrics["peak_gpu_memory_gb"] = peaks[1].item() / 2**30
         if self.device_peak:
             metrics["mfu"] = model_flops_utilization(self.n_params, self.model.config.num_hidden_layers,
                                                      self.model.config.hidden_size, self.seq_len,
