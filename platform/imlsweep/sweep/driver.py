@@ -118,7 +118,8 @@ def sweep_queue(sweep: Sweep, trials: list[PlannedTrial], files,
         if is_done(files, trial.name):
             continue
         entries[trial.name] = QueueEntry(stage=trial.stage, search_index=index)
-        queued.append(QueuedTrial(trial.name, trial.depends_on, estimator.trial(trial.config).seconds))
+        queued.append(QueuedTrial(trial.name, trial.depends_on, estimator.trial(trial.config).seconds,
+                                  tuple(trial.merges)))
     completed = {trial.name for trial in trials if is_completed(files, trial.name)}
     return TrialQueue(queued, done=completed), entries
 

@@ -79,7 +79,7 @@ def lower_bound(sweep: Sweep, total_gpus: float, durations: dict[str, float]) ->
     """max(critical path, GPU-seconds / GPUs) at scale 1, from the trials' `durations`."""
     resources = sweep.spec.resources
     gpus_per_trial = resources.workers * resources.gpus_per_worker
-    chains = chain_seconds([QueuedTrial(trial.name, trial.depends_on, durations[trial.name])
+    chains = chain_seconds([QueuedTrial(trial.name, trial.depends_on, durations[trial.name], tuple(trial.merges))
                             for trial in all_trials(sweep)])
     gpu_seconds = sum(durations.values()) * gpus_per_trial
     critical_path = max(chains.values(), default=0.0)
