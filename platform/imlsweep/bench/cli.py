@@ -1,4 +1,5 @@
-"""`imlsweep bench {data,train,eval,sweep,corpus,memory}`: each prints figures (JSON with --json) as ratios against a
+"""`imlsweep bench {data,train,eval,sweep,corpus,merge,memory}`: each prints figures (JSON with --json) as ratios
+against a
 baseline measured in the same run. Each stage's benchmark lives in `imlsweep.bench.<stage>` and
 exposes `add_arguments(parser)` and `run(args) -> int`."""
 
@@ -13,6 +14,7 @@ BENCHMARKS = [
     ("eval", "rank classification vs lm-evaluation-harness; batched vs one-by-one generation"),
     ("sweep", "a grid of tiny trials run by the platform vs a TorchTrainer per Tune trial"),
     ("corpus", "corpus build and leakage on a synthetic SuperNI checkout of the real size: MB/s, peak RSS"),
+    ("merge", "merging streamed tensor by tensor from safetensors vs with every model loaded"),
     ("memory", "the memory planner's peak per worker vs measured peaks of real 2-worker trials (ZeRO 0, 2, 3; "
                "activation checkpointing on and off)"),
 ]

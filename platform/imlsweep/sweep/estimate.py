@@ -11,7 +11,7 @@ example. Either way the spec's `estimate:` block supplies throughput only:
               + eval items / eval_items_per_s
 
 Training tokens are the trial's own: optimizer steps x rows per step x tokens per row when it sets
-`train.max_steps`, else the stream's tokens x `train.epochs`.
+`train.max_steps`, else the stream's tokens x `train.epochs`; a merge trial trains on none.
 """
 
 from __future__ import annotations
@@ -64,6 +64,9 @@ class Estimator:
         return self.corpus is not None
 
     def trial(self, config: TrialConfig) -> TrialEstimate:
+        if config.merge is not None:  # no training: merging is reading and writing weights, in startup_s
+            items = self.eval_items(config)
+            return TrialEstimate(examples=0.0, tokens=0.0, eval_items=items, seconds=self.seconds(0.0, items))
         stream = self.stream(config)
         train = config.train
         if train.max_steps is not None:

@@ -19,7 +19,6 @@ from imlsweep.sweep.estimate import Estimator
 from imlsweep.sweep.expand import PlannedTrial
 from imlsweep.sweep.spec import SweepSpec
 from imlsweep.sweep.sweep import Sweep
-from imlsweep.train.config import TrialConfig
 
 # Optimizer state of a running trial: fp32 master weights + two Adam moments.
 OPTIMIZER_BYTES_PER_PARAM = 12
@@ -57,11 +56,6 @@ def model_params(name: str) -> float | None:
     return None
 
 
-def trial_seconds(config: TrialConfig, spec: SweepSpec) -> float:
-    """A trial's estimated wall seconds from the spec's figures alone (no corpus at hand)."""
-    return Estimator(spec).trial(config).seconds
-
-
 def trials_by_label(trials: list[PlannedTrial], label: str, weights: dict[str, float]) -> dict[str, int]:
     """Trial counts by a label's value, e.g. `setting`: {single_task: 952, multi_task: 9}."""
     counts: Counter = Counter()
@@ -80,6 +74,7 @@ def plan_summary(sweep: Sweep, cluster: dict[str, float] | None = None,
     axes = {stage.name: {key: len(values) for key, values in stage.axes.items()} for stage in spec.stages}
     cells = {stage.name: [cell.name for cell in stage.cells] for stage in spec.stages if stage.cells}
     per_task = {stage.name: len(stage.per_task.tasks) for stage in spec.stages if stage.per_task}
+    built_on = {stage.name: built_on_trials(sweep, stage) for stage in spec.stages if stage.from_each or stage.merge}
     # a search stage's one template trial stands for all its samples
     weights = {stage.name: by_stage[stage.name] / max(1, len(sweep.stage_trials(stage.name))) for stage in spec.stages}
     estimator = estimator or Estimator(spec)
@@ -98,6 +93,7 @@ def plan_summary(sweep: Sweep, cluster: dict[str, float] | None = None,
         "axes": axes,
         "cells": cells,
         "per_task": per_task,
+        "built_on": built_on,
         "models": dict(names),
         "resources": spec.resources.model_dump() | {"gpus_per_trial": gpus},
         "max_concurrent_trials": concurrency,
@@ -120,6 +116,17 @@ def plan_summary(sweep: Sweep, cluster: dict[str, float] | None = None,
     tokens_per_example = summary["train_tokens"] / max(1.0, summary["train_examples"])
     summary["token_cache"] = token_cache_coverage(sweep, bytes_per_example=4 * tokens_per_example)  # int32 ids
     return summary
+
+
+def built_on_trials(sweep: Sweep, stage: Any) -> str:
+    """A `from_each` or `merge` stage's trials in words: what they start from or merge."""
+    trials = sweep.stage_trials(stage.name)
+    if stage.from_each is not None:
+        sources = {trial.depends_on for trial in trials}
+        return f"from each of {len(sources)} {stage.from_each.stage} trials"
+    merged = {name for trial in trials for name in trial.merges}
+    groups = len(stage.merge.groups) if stage.merge.groups is not None else 1
+    return f"{groups} merged models of {len(merged)} {stage.merge.stage} trials"
 
 
 def memory_by_shape(sweep: Sweep) -> list[dict[str, Any]]:
@@ -172,7 +179,8 @@ def token_cache_coverage(sweep: Sweep, bytes_per_example: float) -> dict[str, An
     if not (Path(sweep.corpus_dir) / MANIFEST_FILE).is_file():
         return None
     trials = [(trial.config.mixture, trial.config.corpus, trial.config.model.tokenizer_name,
-               cache_location(trial.config.token_cache, trial.config.corpus)) for trial in sweep.trials]
+               cache_location(trial.config.token_cache, trial.config.corpus)) for trial in sweep.trials
+              if trial.config.merge is None]
     try:
         return coverage(trials, bytes_per_example)
     except (UserError, OSError):
@@ -189,7 +197,7 @@ def format_plan(summary: dict[str, Any]) -> str:
         lines.append(f"  by setting: {sum(by_setting.values())} = " + " + ".join(
             f"{count} {setting}" for setting, count in by_setting.items()))
     for stage, count in by_stage.items():
-        parts = []
+        parts = [summary["built_on"][stage]] if stage in summary.get("built_on", {}) else []
         if summary["cells"].get(stage):
             parts.append(f"{len(summary['cells'][stage])} cells ({', '.join(summary['cells'][stage])})")
         parts += [f"{key} x{n}" for key, n in summary["axes"][stage].items()]

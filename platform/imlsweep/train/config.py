@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from imlsweep.config import ConfigError, StrictModel, load_config
 from imlsweep.data.mixture import MixtureConfig
 from imlsweep.eval.config import EvalConfig
+from imlsweep.train.merging import MergeConfig
 from imlsweep.train.model import ModelConfig
 
 Precision = Literal["bf16", "fp16", "fp32"]
@@ -121,6 +122,14 @@ class TrialConfig(StrictModel):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig | None = None
     init_from: str | None = Field(default=None, description="a Hugging Face folder the weights start from")
+    merge: MergeConfig | None = Field(default=None, description="make the model by merging finished models "
+                                      "instead of training (`train` is then unused), and evaluate it")
+
+    @model_validator(mode="after")
+    def _merge_starts_from_nothing(self) -> TrialConfig:
+        if self.merge is not None and self.init_from is not None:
+            raise ValueError("a merge trial starts from no weights: set merge.base, not init_from")
+        return self
 
 
 def load_trial_config(path: str | Path) -> TrialConfig:
