@@ -1,7 +1,6 @@
-"""`imlsweep bench {data,train,eval,sweep,corpus,merge,memory}`: each prints figures (JSON with --json) as ratios
-against a
-baseline measured in the same run. Each stage's benchmark lives in `imlsweep.bench.<stage>` and
-exposes `add_arguments(parser)` and `run(args) -> int`."""
+"""`imlsweep bench {data,train,eval,sweep,corpus,merge,memory}`: each prints figures (JSON with --json) as
+ratios against a baseline measured in the same run. Each stage's benchmark lives in
+`imlsweep.bench.<stage>` and exposes `add_arguments(parser)` and `run(args) -> int`."""
 
 from __future__ import annotations
 
