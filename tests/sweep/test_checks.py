@@ -56,6 +56,8 @@ def test_misspelled_task_fails_plan_and_run_before_ray(tmp_path, sample_corpus, 
      "mixture.benchmark_proportions: 'supernii' is not a benchmark of the corpus; did you mean 'superni'?"),
     ("eval: {", "eval: {task_groups: {copa: ['task8*_copa']}, ",
      "eval.task_groups.copa: 'task8*_copa' matches no task of the corpus"),
+    ("eval: {", "eval: {every_steps: 2, validation: {tasks: [task363_sst2_polarity_classification]}, ",
+     "eval.validation.tasks: 'task363_sst2_polarity_classification' has no validation instances to validate on"),
     ("{name: tiny-llama}", "{name: 'facebook/opt 125m'}",
      "model.name: 'facebook/opt 125m' is neither a bundled tiny model, a local folder nor a well-formed hub id"),
 ])
