@@ -84,6 +84,8 @@ def test_max_steps_trains_full_packed_rows(quickstart):
     per_validation = sum(min(2, manifest.loc[task, "n_validation"]) for task in config.eval.tasks)
     assert per_validation > 0
     assert estimator.trial(validating).eval_items == estimator.trial(config).eval_items + 3 * per_validation
+    config.model.name, config.mixture.pack_seq2seq = "tiny-t5", True  # packed pairs: rows as full as the source row
+    assert estimator.trial(config).tokens == 7 * config.train.rows_per_step * config.mixture.max_source_length
 
 
 def test_plan_of_the_quickstart_is_measured(quickstart):
