@@ -115,7 +115,7 @@ def test_keep_best_keeps_the_checkpoint_with_the_best_validation_score(trials):
     best = max(scores, key=lambda step: (scores[step], -step))
     assert best == 2 and scores[2] > scores[5]  # the plant: it forgets what it knew
     assert lines[-1]["loss"] < lines[1]["loss"]  # while it learns what it trains on
-    kept = sorted(path.name for path in Path(forgets.trial_dir).glob("checkpoint_*"))
+    kept = sorted(path.name for path in Path(forgets.trial_dir).glob("checkpoint_*") if path.is_dir())
     assert kept == ["checkpoint_000002", "checkpoint_000005"]  # the best, and the latest
     assert forgets.metrics["val/rougeL"] == scores[5]  # the final report carries the last validation
 
