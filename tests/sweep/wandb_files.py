@@ -16,7 +16,7 @@ FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
 def record_payloads(data: bytes) -> list[bytes]:
-    assert data[:4] == b":W&B", "not a W&B run file"
+    assert data[:4] == b":W&B"[:len(data)], "not a W&B run file"
     payloads, pending, offset = [], b"", HEADER
     while offset + HEADER <= len(data):
         left_in_block = BLOCK - offset % BLOCK
@@ -86,4 +86,6 @@ def read_offline_run(path: Path) -> OfflineRun:
 
 
 def offline_runs(root: Path) -> list[OfflineRun]:
-    return [read_offline_run(path) for path in sorted(root.glob("**/wandb/offline-run-*/run-*.wandb"))]
+    """Every run file under `root`, but one cut off before its run record (an attempt killed as it began)."""
+    runs = [read_offline_run(path) for path in sorted(root.glob("**/wandb/offline-run-*/run-*.wandb"))]
+    return [run for run in runs if run.run_id]
