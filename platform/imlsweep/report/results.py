@@ -17,6 +17,7 @@ import pandas as pd
 from imlsweep import storage
 from imlsweep.errors import UserError
 from imlsweep.eval.predict import RANK
+from imlsweep.sweep.expand import MIXTURE_POINT_LABEL
 from imlsweep.sweep.results import FIXED_COLUMNS as RESULT_COLUMNS
 from imlsweep.sweep.results import RESULTS_FILE
 from imlsweep.sweep.sweep import read_plan, read_spec_data
@@ -27,6 +28,8 @@ REQUIRED_COLUMNS = ("trial", "task_id", "category", "level", "shots", "score")
 # Swept keys and labels that describe the sample-efficiency design (or which task a per-task trial
 # trained on) rather than a mixing choice: they get no mixing table.
 SAMPLE_EFFICIENCY_KEYS = ("samples_per_task", "setting", "instructions", "cell", "trained_task")
+# A mixture search's trials (`mixture_point`: eps, m000, ..., proposed): its own section, not a mixing table.
+MIXTURE_SEARCH_KEYS = (MIXTURE_POINT_LABEL,)
 # A swept key whose values are replicates of the same trial: a stage's `replicates: N` (column
 # `replicate`) or a swept `train.seed`. Its rows are pooled into intervals, not compared.
 REPLICATE_KEYS = ("replicate", "seed")
@@ -45,7 +48,7 @@ class SweepResults:
 
     @property
     def mixing_keys(self) -> list[str]:
-        return [key for key in self.swept_keys if key not in SAMPLE_EFFICIENCY_KEYS + REPLICATE_KEYS]
+        return [key for key in self.swept_keys if key not in SAMPLE_EFFICIENCY_KEYS + REPLICATE_KEYS + MIXTURE_SEARCH_KEYS]
 
     @property
     def has_sample_efficiency(self) -> bool:
