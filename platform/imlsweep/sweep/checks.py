@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 
 from imlsweep import storage
 from imlsweep.config import ConfigError
+from imlsweep.data.mixture import PROPORTION_KEYS
 from imlsweep.data.plan import SPLIT_SIZE_COLUMN
 from imlsweep.errors import UserError
 from imlsweep.sweep.sweep import Sweep
@@ -96,9 +97,10 @@ def corpus_problems(config: TrialConfig, names: CorpusNames) -> list[tuple[str, 
         check("mixture.task_subset.required", "task", task)
     for category in mixture.category_subset.required if mixture.category_subset else []:
         check("mixture.category_subset.required", "category", category)
-    if isinstance(mixture.benchmark_proportions, dict):
-        for benchmark in mixture.benchmark_proportions:
-            check("mixture.benchmark_proportions", "benchmark", benchmark)
+    for kind, key in PROPORTION_KEYS.items():
+        if isinstance(getattr(mixture, key), dict):
+            for group in getattr(mixture, key):
+                check(f"mixture.{key}", kind, group)
     for addon in mixture.addons:
         if addon.benchmark is not None:
             check(f"mixture.addons.{addon.name}.benchmark", "benchmark", addon.benchmark)
@@ -242,7 +244,27 @@ def check_sweep(sweep: Sweep, corpus: Any = None) -> list[Problem]:
             known = problems.get((bad_key, value))
             problems[(bad_key, value)] = (Problem(trial.name, bad_key, value, message, kind) if known is None else
                                           Problem(known.trial, bad_key, value, message, kind, known.trials + 1))
-    return list(problems.values())
+    found = list(problems.values())
+    return found + (mixture_search_problems(sweep, corpus) if names is not None and not found else [])
+
+
+def mixture_search_problems(sweep: Sweep, corpus: Any) -> list[Problem]:
+    """A mixture search whose constraints leave no mixture, given the EPS mixture's weights on this corpus."""
+    from imlsweep.sweep.mixture_search import mixture_weights, weight_bounds
+
+    found = []
+    for index, stage in enumerate(sweep.spec.stages):
+        search = stage.mixture_search
+        if search is None:
+            continue
+        eps_trial = sweep.stage_trials(stage.name)[0]
+        try:
+            eps_weights = mixture_weights(eps_trial.config.mixture, corpus.manifest, search)
+            weight_bounds(search.groups, eps_weights, search.constraints)
+        except UserError as error:
+            found.append(Problem(eps_trial.name, f"stages.{index}.mixture_search.constraints",
+                                 str(search.constraints.max_ratio_to_eps), str(error), "wrong"))
+    return found
 
 
 def require_valid(sweep: Sweep, corpus: Any) -> None:

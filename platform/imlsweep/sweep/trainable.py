@@ -1,7 +1,7 @@
 """The Ray Tune function trainable of every sweep trial.
 
 Tune hands it `{"trial", "stage", "params"}` (`imlsweep.sweep.scheduling`): the trial's name, its stage
-and, for a search sample, its drawn values. It calls `run_trial` (which builds and fits a `TorchTrainer`, the Ray Train V2 pattern, or trains in this
+and, for a search sample, its drawn values (for a mixture search's proposed trial, the proposed mixture). It calls `run_trial` (which builds and fits a `TorchTrainer`, the Ray Train V2 pattern, or trains in this
 process for a single-worker trial) inside the trial's W&B run (`imlsweep.sweep.tracking.LiveRun`: curves
 while it trains, summary and task table at the end), applies the sweep's retention and writes
 `trial_result.json` last: the proof the trial is done. A trial that finished just before a driver died is
@@ -36,10 +36,15 @@ class SweepContext:
     runner: TrialRunner | None = None  # None: imlsweep.train.trial.run_trial
 
     def trial(self, params: dict[str, Any]) -> PlannedTrial:
-        """The trial a Tune config stands for: planned, or a search sample made from its stage's template."""
+        """The trial a Tune config stands for: planned (a proposed mixture's with that mixture set), or a search
+        sample made from its stage's template."""
         name = params["trial"]
         if name in self.trials:
-            return self.trials[name]
+            planned = self.trials[name]
+            if planned.proposal_of is None or not params["params"]:
+                return planned
+            return sampled_trial(planned, name, params["params"], f"proposal of stage {planned.proposal_of}",
+                                 label=False)
         template = self.trials[params["stage"]]
         return sampled_trial(template, name, params["params"], f"search space of stage {params['stage']}")
 
