@@ -1,7 +1,8 @@
 """The real thing: the 4-trial, 2-stage sweep with the Ray Train trainer, its driver killed with
 SIGKILL while a trial trains (after one trial has finished and another has written a checkpoint), then
 `sweep resume`: nothing finished runs twice, nothing has two results, the rest finishes, W&B offline runs
-hold the swept keys and summaries (one per trial), and the API key is nowhere."""
+hold the swept keys and summaries (one run per trial, which the killed trial's second attempt resumes),
+and the API key is nowhere."""
 
 from __future__ import annotations
 
@@ -88,8 +89,11 @@ def test_resume_after_kill_runs_nothing_twice(killed_and_resumed):
     assert status["counts"]["completed"] == 4 == status["total_trials"]
     for name, text in finished.items():
         assert (sweep_dir / name / "trial_result.json").read_text() == text  # not run again
-    runs = offline_runs(sweep_dir)
-    assert sorted(run.name for run in runs) == sorted(p.parent.name for p in sweep_dir.glob("*/trial_result.json"))
+    run_ids: dict[str, set[str]] = {}
+    for run in offline_runs(sweep_dir):  # one file per attempt: the killed trial's attempts share its run
+        run_ids.setdefault(run.name, set()).add(run.run_id)
+    assert sorted(run_ids) == sorted(p.parent.name for p in sweep_dir.glob("*/trial_result.json"))
+    assert all(len(ids) == 1 for ids in run_ids.values())
     assert "[sweep] completed ft-" in stderr
 
 
