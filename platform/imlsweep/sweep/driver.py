@@ -120,7 +120,7 @@ def sweep_queue(sweep: Sweep, trials: list[PlannedTrial], files) -> tuple[TrialQ
             continue
         entries[trial.name] = QueueEntry(stage=trial.stage, search_index=index, proposal_of=trial.proposal_of)
         queued.append(QueuedTrial(trial.name, trial.depends_on, trial_seconds(trial.config, sweep.spec),
-                                  after=proxies.get(trial.proposal_of, ())))
+                                  tuple(trial.merges), after=proxies.get(trial.proposal_of, ())))
     completed = {trial.name for trial in trials if is_completed(files, trial.name)}
     return TrialQueue(queued, done=completed), entries
 
