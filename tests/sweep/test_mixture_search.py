@@ -191,6 +191,7 @@ def test_plan_counts_the_proposal_as_one_mixture_times_its_scales(tmp_path):
 
 def test_the_driver_hands_the_proposal_to_each_proposed_trial_once_the_proxies_have_finished(sample_corpus, tmp_path):
     from imlsweep.sweep.driver import sweep_queue
+    from imlsweep.sweep.estimate import Estimator
     from imlsweep.sweep.proposal import MixtureProposals, read_proposal
     from imlsweep.sweep.scheduling import SweepSearcher
     from imlsweep.sweep.state import trial_files
@@ -201,7 +202,7 @@ def test_the_driver_hands_the_proposal_to_each_proposed_trial_once_the_proxies_h
     groups = sorted(manifest[manifest["split"] == "train"]["category"].unique())[:3]
     sweep = build_sweep(search_spec(sample_corpus, groups, mixtures=4), "spec.yaml", str(tmp_path / "sweep"))
     proxies = sweep.stage_trials("proxies")
-    queue, entries = sweep_queue(sweep, sweep.trials, trial_files(sweep.uri))
+    queue, entries = sweep_queue(sweep, sweep.trials, trial_files(sweep.uri), Estimator(sweep.spec))
     logged, dropped = [], []
     searcher = SweepSearcher(queue, entries, {}, on_dropped=lambda *names: dropped.append(names),
                              proposals=MixtureProposals(sweep, logged.append))
