@@ -3,7 +3,6 @@ machine, and fail with the spec file, the trial, the key and the bad value befor
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -13,24 +12,6 @@ from imlsweep.cli import main
 from quickstart_spec import SWEEPS, quickstart_copy
 
 TASKS = ["task1159_bard_analogical_reasoning_containers", "task828_copa_commonsense_cause_effect"]
-
-
-@pytest.fixture
-def ray_sessions(monkeypatch) -> list:
-    """Every command reaches Ray through `ray_session`: each entry is recorded (and goes on to the real one),
-    so a test sees whether a command got as far as Ray whatever earlier tests left running."""
-    import imlsweep.ray_session as module
-
-    entered, real = [], module.ray_session
-
-    @contextlib.contextmanager
-    def recorded(*args, **kwargs):
-        entered.append(args)
-        with real(*args, **kwargs):
-            yield
-
-    monkeypatch.setattr(module, "ray_session", recorded)
-    return entered
 
 
 def test_misspelled_task_fails_plan_and_run_before_ray(tmp_path, sample_corpus, capsys, ray_sessions):
