@@ -20,7 +20,7 @@ def test_misspelled_task_fails_plan_and_run_before_ray(tmp_path, sample_corpus, 
     for command in ("plan", "run"):
         assert main(["sweep", command, str(spec), "--storage", str(storage)]) == 2
         error = capsys.readouterr().err
-        assert (f"{spec}: trial single_task-inst_8-task999 (and 11 more trials): mixture.tasks: "
+        assert (f"{spec}: trial single_task-inst_8-task999-r0 (and 23 more trials): mixture.tasks: "
                 "'task999_nonexistent' is not a task of the corpus; did you mean") in error
         assert "eval.tasks: 'task999_nonexistent'" in error
     assert not ray_sessions
@@ -44,7 +44,7 @@ def test_names_the_corpus_lacks_fail_plan_and_run(tmp_path, sample_corpus, capsy
     spec = quickstart_copy(tmp_path, sample_corpus, old, new)
     for command in ("plan", "run"):
         assert main(["sweep", command, str(spec), "--storage", str(tmp_path / "runs")]) == 2
-        assert f"{spec}: trial single_task-inst_8-task1159 (and 17 more trials): {message}" in capsys.readouterr().err
+        assert f"{spec}: trial single_task-inst_8-task1159-r0 (and 35 more trials): {message}" in capsys.readouterr().err
     assert not ray_sessions
 
 
@@ -70,7 +70,7 @@ def test_what_this_machine_lacks_is_listed_by_plan_and_fails_run(tmp_path, sampl
     assert main(["sweep", "plan", str(spec), "--storage", str(tmp_path / "runs"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["corpus_missing"] is None and len(summary["absent_here"]) == 1
-    assert f"{spec}: trial single_task-inst_8-task1159" in summary["absent_here"][0]
+    assert f"{spec}: trial single_task-inst_8-task1159-r0" in summary["absent_here"][0]
     assert message in summary["absent_here"][0]
     assert main(["sweep", "run", str(spec), "--storage", str(tmp_path / "runs")]) == 2
     assert message in capsys.readouterr().err

@@ -25,7 +25,7 @@ EXPECTED_TRIALS = {
     "addon_fractions": {"addons": 9},
     "lr_batch": {"lr_batch": 12},
     "demonstrations": {"metaicl": 3},
-    "quickstart": {"single_task": 12, "multi_task": 6},
+    "quickstart": {"single_task": 24, "multi_task": 12},
 }
 
 
