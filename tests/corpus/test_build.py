@@ -178,3 +178,45 @@ def test_output_folder_is_replaced_only_on_request(tmp_path, small_superni):
     assert set(corpus.manifest["n_examples"]) == {2}
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out", "superni"]
     assert pq.read_table(out / "manifest.parquet").num_rows == 3
+
+
+def test_task_rows_equal_rows_built_value_by_value():
+    """The build copies a task's own values (definition, demonstrations ...) onto its rows with Arrow: every
+    row equals the row written out value by value, caps and splits included."""
+    from imlsweep.corpus.build import task_table
+    from imlsweep.corpus.schema import ROW_SCHEMA
+    from imlsweep.corpus.splits import TaskRole
+    from imlsweep.corpus.task import Example, SourceTask
+
+    examples = [Example(f"input {i}", [f"out {i}", "other"], f"e{i // 2}", candidates=["a", "b"] if i % 3 else None,
+                        template_id=f"t{i % 2}", split="validation" if i == 5 else None) for i in range(9)]
+    demonstrations = [{"input": "x", "output": "y", "explanation": "z"}, {"input": "u", "output": "v", "explanation": ""}]
+    task = SourceTask(task_id="task1_made_up", benchmark="bench", source_file="f.json", category="Raw", data_source="src",
+                      instruction_type="instance", definition="Define.", language="English", examples=examples,
+                      positive_examples=demonstrations, negative_examples=demonstrations[:1])
+    config = CorpusConfig.model_validate({"sources": [{"format": "superni", "path": "x"}], "task_cap": 7, "seed": 3,
+                                          "split": {"supervised_test_size": 1, "supervised_validation_size": 1}})
+    table = task_table(task, "Category", TaskRole("train", "fully_supervised"), config)
+
+    keep = capped_indices(9, 7, 3, task.task_id)
+    kept = [examples[index] for index in keep]
+    splits = instance_splits([e.example_id for e in kept], 1, 1, [e.split for e in kept])
+    expected = [{"task_id": task.task_id, "benchmark": "bench", "data_source": "src", "category": "Category",
+                 "instruction_type": "instance", "definition": "Define.", "positive_examples": demonstrations,
+                 "negative_examples": demonstrations[:1], "template_id": e.template_id, "input": e.input,
+                 "outputs": e.outputs, "candidates": e.candidates, "split": split, "level": "fully_supervised",
+                 "example_id": e.example_id, "language": "English", "source_index": index}
+                for index, e, split in zip(keep, kept, splits)]
+    assert len(keep) == 7 and table.schema == ROW_SCHEMA
+    assert table.to_pylist() == expected
+
+
+def test_statistics_gathered_while_building_equal_those_of_the_built_files(tmp_path, small_superni):
+    from imlsweep.corpus.stats import corpus_stats
+
+    corpus = build_corpus(superni_config(small_superni, split={"eval_test_size": 5, "eval_validation_size": 2}),
+                          tmp_path / "out")
+    written = json.loads((corpus.dir / "stats.json").read_text())
+    written.pop("build")
+    assert written == corpus_stats(corpus)
+    assert written["splits"]["test"]["examples"] == 5 and written["splits"]["dev"]["examples"] == 2

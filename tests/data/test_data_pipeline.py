@@ -131,6 +131,27 @@ def test_seq2seq_pairs_in_length_grouped_padded_batches(ray_local, sample_corpus
     assert len(resumed) == 2 and (resumed[0]["input_ids"] == batches[10]["input_ids"]).all()
 
 
+@pytest.mark.slow  # two streams through Ray Data
+def test_seq2seq_packed_pairs_hold_every_pair_once(ray_local, sample_corpus):
+    from imlsweep.data.pipeline import build_train_dataset, iter_train_batches
+
+    mixture = MIXTURE.model_copy(update={"max_source_length": 512, "max_target_length": 64})
+    pairs = build_train_dataset(mixture, sample_corpus, "tiny", "seq2seq").take_all()
+    packed = build_train_dataset(mixture.model_copy(update={"pack_seq2seq": True}), sample_corpus, "tiny",
+                                 "seq2seq").materialize()
+    assert packed.count() < len(pairs)
+    unpacked = []
+    for batch in iter_train_batches(packed, 4, "seq2seq", pack_seq2seq=True):
+        assert batch["input_ids"].shape[1] == 512 and batch["labels"].shape[1] == 64
+        for row in range(len(batch["input_ids"])):
+            source_ids, target_ids = batch["source_document_ids"][row], batch["target_document_ids"][row]
+            for document in range(int(target_ids.max()) + 1):
+                unpacked.append((batch["input_ids"][row][source_ids == document].tolist(),
+                                 batch["labels"][row][target_ids == document].tolist()))
+            assert (batch["labels"][row][target_ids == -1] == IGNORE_INDEX).all()
+    assert sorted(unpacked) == sorted((list(row["input_ids"]), list(row["labels"])) for row in pairs)
+
+
 def test_samples_nested_and_disjoint_from_test_and_validation(sample_corpus):
     corpus = open_corpus(str(sample_corpus))
     task = "task190_snli_classification"  # a held-out task with a train pool

@@ -1,5 +1,5 @@
-"""`imlsweep bench sweep --quick`: the platform and the one-process-per-trial baseline run the same
-trials and the command prints its figures."""
+"""`imlsweep bench sweep`: the overhead arithmetic, and with `--quick` the platform and the baseline (a
+TorchTrainer per Tune trial) running the same trials, each with its own token cache."""
 
 from __future__ import annotations
 
@@ -10,9 +10,21 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow  # a sweep and its baseline, in a subprocess
+from imlsweep.bench.sweep import comparison, overhead_per_trial
 
 
+def test_overhead_per_trial_counts_every_slot_for_the_whole_run():
+    # 2 slots for 30 s = 60 slot-seconds, 36 of them training: 24 s of overhead over 12 trials
+    assert overhead_per_trial(wall_s=30.0, concurrency=2, train_s=36.0, trials=12) == 2.0
+    figures = comparison(12, 2, {"wall_s": 30.0, "train_s": 36.0, "trial_overhead_s": 1.234},
+                         {"wall_s": 120.0, "train_s": 40.0})
+    assert figures == {"trials": 12, "concurrency": 2, "platform_wall_s": 30.0, "overhead_per_trial_s": 2.0,
+                       "trial_overhead_s": 1.23, "baseline_wall_s": 120.0, "speedup": 4.0,
+                       "baseline_overhead_per_trial_s": 16.67}
+    assert "speedup" not in comparison(12, 2, {"wall_s": 30.0, "train_s": 36.0, "trial_overhead_s": 1.0}, None)
+
+
+@pytest.mark.slow  # a sweep and its baseline, in subprocesses
 def test_bench_sweep_quick_prints_json(tmp_path):
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
@@ -22,10 +34,15 @@ def test_bench_sweep_quick_prints_json(tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout)
     assert result["trials"] == 2
-    assert result["platform_wall_s"] > 0 and result["per_process_wall_s"] > 0
+    assert result["platform_wall_s"] > 0 and result["baseline_wall_s"] > 0
     # the printed times are rounded, the speedup is computed before rounding
-    assert abs(result["speedup"] - result["per_process_wall_s"] / result["platform_wall_s"]) < 0.01
+    assert abs(result["speedup"] - result["baseline_wall_s"] / result["platform_wall_s"]) < 0.01
     assert 0 <= result["trial_overhead_s"] < result["platform_wall_s"]
+    assert "--simulate" in result["simulated_grid"]
     # the same trials ran both ways: one trial directory each, each with its training metrics
-    for side in ("platform/bench_sweep", "per_process"):
+    for side in ("platform/bench_sweep", "baseline"):
         assert len(list((tmp_path / side).glob("*/metrics.jsonl"))) == 2, side
+    # each side tokenized its data into its own cache; the baseline's trials were Tune trials
+    for side in ("platform", "baseline"):
+        assert list((tmp_path / f"{side}-token-cache").rglob("*.parquet")), side
+    assert len(list((tmp_path / "baseline" / ".tune" / "baseline").glob("train_driver_*"))) == 2

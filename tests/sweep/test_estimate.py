@@ -76,6 +76,8 @@ def test_max_steps_trains_full_packed_rows(quickstart):
     config = sweep.trials_by_name["multi_task-inst_8-r0"].config.model_copy(deep=True)
     config.train.max_steps, config.train.epochs = 7, None
     assert estimator.trial(config).tokens == 7 * config.train.rows_per_step * config.mixture.max_length
+    config.model.name, config.mixture.pack_seq2seq = "tiny-t5", True  # packed pairs: rows as full as the source row
+    assert estimator.trial(config).tokens == 7 * config.train.rows_per_step * config.mixture.max_source_length
 
 
 def test_plan_of_the_quickstart_is_measured(quickstart):

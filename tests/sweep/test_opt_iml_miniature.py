@@ -45,7 +45,7 @@ SMALL = {
     "mixture.max_length": 256,
     "mixture.total_examples": 64,
     "train.warmup_steps": 0, "train.max_steps": 2, "train.micro_batch_size": 4, "train.global_batch_size": None,
-    "train.precision": "fp32", "train.zero_stage": 2, "train.log_every": 1,
+    "train.precision": "fp32", "train.zero_stage": 2, "train.offload_optimizer": False, "train.log_every": 1,
     "eval.split": "validation", "eval.max_per_task": 2, "eval.shots": [0], "eval.max_new_tokens": 4,
     "eval.batch_size": 16, "eval.tasks": EVAL_TASKS,
 }

@@ -48,6 +48,25 @@ def test_resume_done_trials_release_and_missing_dependencies_are_unrunnable():
     assert drain(queue) == ["solo-a", "solo-b", "ft1"] and queue.exhausted
 
 
+def test_a_merge_waits_for_every_trial_it_merges_and_is_dropped_once():
+    trials = grid() + [QueuedTrial("merged", None, 1, merges=("ft1", "ft2"))]
+    assert chain_seconds(trials)["ft1"] == 6
+    queue = TrialQueue(trials)
+    drain(queue)
+    queue.completed("pre")
+    drain(queue)
+    queue.completed("ft1")
+    assert queue.pop() is None  # ft2 is still running
+    queue.completed("ft2")
+    assert drain(queue) == ["ft2b", "merged"] and queue.exhausted
+    failing = TrialQueue(trials)
+    drain(failing)
+    assert failing.failed("pre") == ["ft1", "ft2", "ft2b", "merged"]  # merged once, though both fail
+    assert failing.exhausted
+    resumed = TrialQueue([trial for trial in trials if trial.name != "ft2"], done={"pre", "ft1"})
+    assert resumed.unrunnable == {"ft2": ["ft2b", "merged"]}
+
+
 def test_random_search_samples_are_a_function_of_seed_and_index():
     search = Search(num_samples=3, metric="loss", seed=7, space={
         "train.lr": {"kind": "loguniform", "low": 1e-5, "high": 1e-2},

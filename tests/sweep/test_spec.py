@@ -26,6 +26,8 @@ EXPECTED_TRIALS = {
     "lr_batch": {"lr_batch": 12},
     "demonstrations": {"metaicl": 3},
     "quickstart": {"single_task": 24, "multi_task": 12},
+    "transfer_matrix": {"single_task": 33, "transfer": 1056},
+    "merge_single_task": {"single_task": 119, "multi_task": 1, "merged_uniform": 12, "merged": 72},
 }
 
 
@@ -94,6 +96,16 @@ stages:
     ("stages:\n  - name: one\n  - name: one", "stages: Value error, stage names repeat"),
     ("stages:\n  - name: one\n    replicates: 0", "stages.0.replicates: Input should be greater than or equal to 1"),
     ("stages:\n  - name: one\nconcurency: 2", "concurency: Extra inputs are not permitted"),
+    ("stages:\n  - name: one\n  - {name: two, from_each: {stage: nope}}",
+     "stages.1.from_each.stage: 'nope' is not an earlier stage (earlier: one)"),
+    ("stages:\n  - name: one\n  - {name: two, merge: {stage: one, where: {cell: x}}}",
+     "stages.1.merge.where: no trial of stage one has labels {'cell': 'x'}"),
+    ("stages:\n  - {name: one, per_task: {tasks: [a, b]}}\n  - {name: two, merge: {stage: one, groups: {g: [c]}}}",
+     "stages.1.merge.groups.g: no selected trial has trained_task in ['c']"),
+    ("stages:\n  - {name: one, per_task: {tasks: [a]}}\n  - {name: two, merge: {stage: one}, per_task: {tasks: [a]}}",
+     "a stage with `merge` cannot also have per_task"),
+    ("stages:\n  - name: one\n  - {name: two, merge: {stage: one}, set: {merge.density: 0}}",
+     "trial two-all: merge.density: Input should be greater than 0"),
     ("stages:\n  - name: one\nmax_failures: 2", ": Value error, `max_failures` is no longer a key here: renamed to "
                                                   "`trial_retries`"),
     ("stages:\n  - name: one\n    set: {train.max_failures: 2}", "trial one: train: Value error, `max_failures` is no "
@@ -142,6 +154,42 @@ def test_expansion_order_and_names(tmp_path):
     assert sweep.trials[4].labels == {"benchmark_proportions": "superni=1.0"}
     assert sweep.trials[4].config.init_from == str(sweep.dir / "one-x-lr=0.0001-task1" / "hf_model")
     assert open_spec(write_spec(tmp_path, text), str(tmp_path)).trials[3].config == sweep.trials[3].config
+
+
+def test_transfer_and_merge_stages_build_on_earlier_trials(tmp_path):
+    text = GOOD.format(corpus=tmp_path).split("stages:")[0] + """stages:
+  - name: single
+    cells: [{name: k8, set: {mixture.samples_per_task: 8}}, {name: k16, set: {mixture.samples_per_task: 16}}]
+    per_task: {tasks: [task1_a, task2_b, task3_c], keys: [mixture.tasks, eval.tasks]}
+  - name: transfer
+    from_each: {stage: single, where: {cell: k8}}
+    per_task: {tasks: [task1_a, task2_b], keys: [mixture.tasks, eval.tasks]}
+  - name: merged
+    merge: {stage: single, where: {cell: k16}, groups: {ab: [task1_a, task2_b], c: [task3_c]}, keys: [eval.tasks]}
+    set: {merge.method: ties}
+    axes: {merge.scale: [0.5, 1.0]}
+"""
+    sweep = open_spec(write_spec(tmp_path, text), str(tmp_path))
+    assert [t.name for t in sweep.stage_trials("transfer")] == [
+        "transfer-task1-to-task2", "transfer-task2-to-task1", "transfer-task3-to-task1", "transfer-task3-to-task2"]
+    transfer = sweep.trials_by_name["transfer-task3-to-task1"]
+    assert transfer.depends_on == "single-k8-task3" and transfer.config.mixture.tasks == ["task1_a"]
+    assert transfer.labels == {"trained_task": "task1_a", "source_task": "task3_c", "source_trial": "single-k8-task3"}
+    assert transfer.config.init_from == str(sweep.dir / "single-k8-task3" / "hf_model")
+    merged = sweep.trials_by_name["merged-scale=0.5-ab"]
+    assert [t.name for t in sweep.stage_trials("merged")] == ["merged-scale=0.5-ab", "merged-scale=0.5-c",
+                                                              "merged-scale=1.0-ab", "merged-scale=1.0-c"]
+    assert merged.merges == ["single-k16-task1", "single-k16-task2"] and merged.depends_on is None
+    assert merged.labels == {"scale": 0.5, "merged_group": "ab", "source_models": 2}
+    assert merged.config.merge.method == "ties" and merged.config.merge.scale == 0.5 and merged.config.merge.base is None
+    assert merged.config.merge.models == [str(sweep.dir / name / "hf_model") for name in merged.merges]
+    assert merged.config.eval.tasks == ["task1_a", "task2_b"]
+    exported = {t.name for t in sweep.trials if t.config.train.export_hf}
+    assert exported == {f"single-{cell}-task{i}" for cell in ("k8", "k16") for i in (1, 2, 3)}  # sources and merged
+    summary = plan_summary(sweep)
+    assert summary["trials_by_stage"] == {"single": 6, "transfer": 4, "merged": 4}
+    assert summary["built_on"] == {"transfer": "from each of 3 single trials", "merged": "2 merged models of 3 single trials"}
+    assert summary["eval_items"] >= 0 and summary["train_tokens"] > 0
 
 
 def test_replicates_are_trials_with_consecutive_seeds_each_starting_from_its_own(tmp_path):

@@ -25,11 +25,14 @@ def test_bad_trial_is_an_error_before_any_worker(tmp_path, capsys):
 
 
 @pytest.mark.slow  # a subprocess with DeepSpeed engines
-def test_bench_train_quick_prints_json():
-    completed = subprocess.run([sys.executable, "-m", "imlsweep.cli", "bench", "train", "--quick", "--json"],
+@pytest.mark.parametrize("model, seq_len", [("tiny-llama", 512), ("tiny-t5", 256)])
+def test_bench_train_quick_prints_json(model, seq_len):
+    completed = subprocess.run([sys.executable, "-m", "imlsweep.cli", "bench", "train", "--quick", "--json",
+                                "--model", model, "--seq-len", str(seq_len), "--target-len", "32"],
                                capture_output=True, text=True, timeout=300, check=True)
     result = json.loads(completed.stdout)
-    assert result["benchmark"] == "train" and result["examples"] == 12 and result["seq_len"] == 512
+    assert result["benchmark"] == "train" and result["examples"] == 12 and result["seq_len"] == seq_len
+    assert result["model"] == model and result["attention_path"] == "dense_mask"  # CPU: no FlexAttention backward
     assert set(result["layouts"]) == {"packed", "padded", "padded_to_batch_max"}
     for layout in result["layouts"].values():
         assert layout["target_tokens_per_s"] > 0 and 0 < layout["token_slots_filled"] <= 1

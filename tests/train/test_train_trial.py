@@ -130,6 +130,7 @@ def test_loss_goes_down_and_metrics_are_logged(runs):
     for line in lines:
         assert {"loss", "lr", "grad_norm", "tokens_per_s", "target_tokens_per_s", "train_tokens"} <= set(line)
         assert line["target_tokens_per_s"] < line["tokens_per_s"]
+        assert line["attention_path"] == "dense_mask"  # CPU: FlexAttention has no backward there
     assert lines[-1]["loss"] < lines[0]["loss"] - 1.0
     assert all(later < earlier for earlier, later in zip([line["lr"] for line in lines], [line["lr"] for line in lines][1:]))
     assert result.metrics["step"] == 12 and result.metrics["training_finished"] is True
@@ -226,3 +227,17 @@ def test_in_process_trials_train_like_ray_train_workers_and_keep_no_checkpoints(
         assert Path(result.hf_model_dir, "config.json").is_file()
     reports = results["in_process_reports"]
     assert [report["step"] for report in reports] == [line["step"] for line in reference] * 2
+
+
+def test_packed_t5_trial_trains_on_packed_pairs(ray_local, sample_corpus, tmp_path):
+    config = TrialConfig.model_validate({
+        "name": "t5_packed", "corpus": str(sample_corpus), "model": {"name": "tiny-t5", "dropout": 0.0},
+        "mixture": {**MIXTURE, "max_source_length": 128, "max_target_length": 16, "pack_seq2seq": True},
+        "train": {"precision": "fp32", "lr": 3e-3, "warmup_steps": 1, "micro_batch_size": 2, "max_steps": 4,
+                  "log_every": 2, "keep": "none"}})
+    result = run_trial(config, str(tmp_path), in_process=True)
+    lines = metric_lines(result)
+    assert [line["step"] for line in lines] == [2, 4]
+    assert all(line["attention_path"] == "dense_mask" for line in lines)
+    assert lines[-1]["train_examples"] > 4 * 2  # more examples than rows trained on: the pairs were packed
+    assert lines[-1]["loss"] < lines[0]["loss"]

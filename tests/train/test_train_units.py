@@ -9,7 +9,7 @@ import torch
 
 from imlsweep.config import ConfigError, validate_config
 from imlsweep.errors import UserError
-from imlsweep.train.attention import block_causal_mask
+from imlsweep.train.attention import dense_document_mask
 from imlsweep.train.checkpoints import checkpoint_config_kwargs, checkpoint_due
 from imlsweep.train.config import TrainConfig, TrialConfig
 from imlsweep.train.deepspeed_config import deepspeed_config, merge
@@ -54,22 +54,23 @@ def test_packed_loss_equals_unpacked_loss(name):
         for doc in docs:
             loss, n = batch_loss(model, packed_row([doc], pad=0))
             total, count = total + loss * n, count + n
-        leaky, _ = batch_loss(model, packed_row(docs, pad=5), document_attention=False)
+        leaky, _ = batch_loss(model, packed_row(docs, pad=5), attention="flash_attention_varlen")
     assert int(packed_count) == count == sum(int((labels[1:] != -100).sum()) for _, labels in docs)
     assert torch.allclose(packed, total / count, atol=1e-5)
-    # without the mask, restarted position ids alone let later documents attend to earlier ones
+    # without the mask (flash-attn varlen's inputs under sdpa), restarted position ids alone let later documents attend to earlier ones
     assert not torch.allclose(leaky, total / count, atol=1e-3)
 
 
 def test_block_causal_mask_keeps_documents_apart():
-    mask = block_causal_mask(torch.tensor([[0, 0, 1, 1, 1, -1]]))[0, 0]
+    document_ids = torch.tensor([[0, 0, 1, 1, 1, -1]])
+    mask = dense_document_mask(document_ids, document_ids, causal=True)[0, 0]
     allowed = (mask == 0).int()
     assert allowed.tolist() == [[1, 0, 0, 0, 0, 0],
                                 [1, 1, 0, 0, 0, 0],
                                 [0, 0, 1, 0, 0, 0],
                                 [0, 0, 1, 1, 0, 0],
                                 [0, 0, 1, 1, 1, 0],
-                                [0, 0, 0, 0, 0, 1]]
+                                [1, 1, 1, 1, 1, 1]]  # padding sees all, so its row stays finite
     assert mask.min() == torch.finfo(torch.float32).min
 
 

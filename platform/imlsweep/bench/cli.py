@@ -1,4 +1,4 @@
-"""`imlsweep bench {data,train,eval,sweep}`: each prints figures (JSON with --json) as ratios against a
+"""`imlsweep bench {data,train,eval,sweep,corpus,merge}`: each prints figures (JSON with --json) as ratios against a
 baseline measured in the same run. Each stage's benchmark lives in `imlsweep.bench.<stage>` and
 exposes `add_arguments(parser)` and `run(args) -> int`."""
 
@@ -11,7 +11,9 @@ BENCHMARKS = [
     ("data", "full data pipeline vs bare tokenizer vs a Hugging Face datasets baseline"),
     ("train", "target tokens/s packed vs padded; MFU on GPU"),
     ("eval", "rank classification vs lm-evaluation-harness; batched vs one-by-one generation"),
-    ("sweep", "a grid of tiny trials run by the platform vs one process per trial"),
+    ("sweep", "a grid of tiny trials run by the platform vs a TorchTrainer per Tune trial"),
+    ("corpus", "corpus build and leakage on a synthetic SuperNI checkout of the real size: MB/s, peak RSS"),
+    ("merge", "merging streamed tensor by tensor from safetensors vs with every model loaded"),
 ]
 
 

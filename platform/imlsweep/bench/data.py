@@ -131,10 +131,11 @@ def write_synthetic_corpus(out: Path, tasks: int, max_task_size: int, seed: int)
 
 
 class PeakRss:
-    """Samples the RSS of this process plus its children (local Ray workers) in a thread."""
+    """Samples the RSS of a process (this one by default) plus its children (local Ray workers) in a thread."""
 
-    def __init__(self, interval_s: float = 0.2):
+    def __init__(self, interval_s: float = 0.2, pid: int | None = None):
         self.interval_s = interval_s
+        self.pid = pid
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -142,9 +143,13 @@ class PeakRss:
     def _sample(self) -> int:
         import psutil
 
-        me = psutil.Process()
-        total = me.memory_info().rss
-        for child in me.children(recursive=True):
+        try:
+            root = psutil.Process(self.pid)
+            total = root.memory_info().rss
+            children = root.children(recursive=True)
+        except psutil.Error:  # it has exited
+            return 0
+        for child in children:
             try:
                 total += child.memory_info().rss
             except psutil.Error:

@@ -9,6 +9,11 @@ the trainer's own config and loss (`deepspeed_config`, `batch_loss`):
 - padded: one example per row, padded to `--seq-len` (the baseline the goal is stated against);
 - padded_to_batch_max: one example per row, padded to the longest row of its batch.
 
+An encoder-decoder model (`--model tiny-t5`) trains the same way on (source, target) pairs: sources
+packed into encoder rows of `--seq-len` and their targets into decoder rows of `--target-len`, against
+pairs padded to those lengths or to their batch's longest. The document-attention path the trainer
+would take on this machine (`imlsweep.train.attention`) is the one measured, and reported.
+
 On a GPU it also measures model FLOPs utilisation for a ~1B decoder on packed 2048-token rows.
 """
 
@@ -27,6 +32,7 @@ from imlsweep.output import print_json
 
 if TYPE_CHECKING:
     from imlsweep.data.packing import TokenizedExamples
+    from imlsweep.train.attention import AttentionPath
 
 # ~1.1B parameters, Llama layout (the MFU figure on GPU)
 DECODER_1B = {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
@@ -37,7 +43,9 @@ DECODER_1B = {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 5
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="few examples, short rows (seconds; for tests)")
     parser.add_argument("--model", default="tiny-llama", help="model of the packed/padded comparison (default tiny-llama)")
-    parser.add_argument("--seq-len", type=int, help="row length (default 2048; --quick 512)")
+    parser.add_argument("--seq-len", type=int, help="row length; encoder-decoder: the source row (default 2048, "
+                        "encoder-decoder 1024; --quick 512)")
+    parser.add_argument("--target-len", type=int, default=128, help="encoder-decoder: the target row (default 128)")
     parser.add_argument("--examples", type=int, help="examples trained on per layout (default 1024; --quick 12)")
     parser.add_argument("--micro-batch-size", type=int, default=4)
     parser.add_argument("--mfu-steps", type=int, default=10, help="GPU only: steps of the 1B MFU run")
@@ -48,11 +56,10 @@ def log(message: str) -> None:
     print(f"[bench train] {message}", file=sys.stderr, flush=True)
 
 
-def superni_examples(tokenizer_name: str, count: int, seq_len: int, seed: int) -> TokenizedExamples:
-    """Up to `count` SuperNI sample training instances, shuffled with the seed, cut to seq_len."""
+def superni_pairs(tokenizer_name: str, count: int, seed: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Source and target ids of up to `count` SuperNI sample training instances, shuffled with the seed."""
     from imlsweep.corpus.build import build_corpus
     from imlsweep.corpus.config import CorpusConfig, resolve_paths
-    from imlsweep.data.packing import causal_examples
     from imlsweep.data.render import render_examples
     from imlsweep.data.tokenization import token_ids
     from imlsweep.data.tokenizer import load_tokenizer
@@ -65,9 +72,8 @@ def superni_examples(tokenizer_name: str, count: int, seq_len: int, seed: int) -
         train_tasks = corpus.manifest.loc[corpus.manifest["n_train"] > 0, "task_id"].tolist()
         rendered = render_examples(corpus, train_tasks, "train", "superni_def_pos", seed=seed)
     chosen = [rendered[i] for i in np.random.default_rng(seed).permutation(len(rendered))[:count]]
-    sources = token_ids(tokenizer, [example.source for example in chosen])
-    targets = token_ids(tokenizer, [example.target for example in chosen])
-    return causal_examples(sources, targets, tokenizer.eos_token_id, seq_len)
+    return (token_ids(tokenizer, [example.source for example in chosen]),
+            token_ids(tokenizer, [example.target for example in chosen]))
 
 
 def padded_rows(examples: TokenizedExamples, length: int | None, pad_id: int) -> dict[str, list[np.ndarray]]:
@@ -113,15 +119,16 @@ def engine_for(model: Any, micro_batch_size: int, use_gpu: bool) -> Any:
     return engine
 
 
-def train_throughput(engine: Any, batch_list: list[dict[str, Any]], document_attention: bool) -> dict[str, float]:
+def train_throughput(engine: Any, batch_list: list[dict[str, Any]], attention: AttentionPath) -> dict[str, float]:
     """Train once over the batches; tokens/s and target tokens/s (warm-up batch excluded)."""
     import torch
 
     from imlsweep.train.loss import batch_loss
+    from imlsweep.train.worker import batch_sizes
 
     def step(batch: dict[str, Any]) -> int:
         batch = {key: value.to(engine.device) for key, value in batch.items()}
-        loss, targets = batch_loss(engine, batch, mask_dtype=engine.module.dtype, document_attention=document_attention)
+        loss, targets = batch_loss(engine, batch, attention=attention, mask_dtype=engine.module.dtype)
         engine.backward(loss)
         engine.step()
         return int(targets)
@@ -134,42 +141,85 @@ def train_throughput(engine: Any, batch_list: list[dict[str, Any]], document_att
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    tokens = sum(int((batch["document_ids"] >= 0).sum()) for batch in batch_list)
-    slots = sum(batch["input_ids"].numel() for batch in batch_list)
+    tokens = sum(batch_sizes(batch)[0] for batch in batch_list)
+    slots = sum(batch["input_ids"].numel() + (batch["labels"].numel() if "document_ids" not in batch else 0)
+                for batch in batch_list)
     return {"seconds": seconds, "target_tokens_per_s": target_tokens / seconds, "tokens_per_s": tokens / seconds,
             "rows": sum(batch["input_ids"].shape[0] for batch in batch_list), "token_slots_filled": tokens / slots}
 
 
-def compare_layouts(args: argparse.Namespace, seq_len: int, count: int, use_gpu: bool) -> dict[str, Any]:
+def causal_layouts(sources: list[list[int]], targets: list[list[int]], eos_id: int, pad_id: int, seq_len: int,
+                   micro_batch_size: int) -> dict[str, list[dict[str, Any]]]:
+    """Decoder-only batches: packed rows of seq_len, one example per row padded to seq_len, or to the
+    longest row of its batch."""
     import torch
 
-    from imlsweep.data.packing import pack_examples
-    from imlsweep.train.model import ModelConfig, load_model
-    from imlsweep.train.worker import flash_attention_available
+    from imlsweep.data.packing import causal_examples, pack_examples
 
-    model_config = ModelConfig(name=args.model, dropout=0.0)
+    examples = causal_examples(sources, targets, eos_id, seq_len)
+    packed = pack_examples(examples, seq_len, pad_id)
+    return {"packed": [{key: torch.from_numpy(value[start:start + micro_batch_size]) for key, value in packed.items()}
+                       for start in range(0, len(packed["input_ids"]), micro_batch_size)],
+            "padded": list(batches(padded_rows(examples, seq_len, pad_id), micro_batch_size, pad_id)),
+            "padded_to_batch_max": list(batches(padded_rows(examples, None, pad_id), micro_batch_size, pad_id))}
+
+
+def seq2seq_layouts(sources: list[list[int]], targets: list[list[int]], eos_id: int, pad_id: int, max_source: int,
+                    max_target: int, micro_batch_size: int) -> dict[str, list[dict[str, Any]]]:
+    """Encoder-decoder batches: packed pairs of rows (max_source, max_target), one example per row
+    padded to those lengths, or to the longest source and target of its batch."""
+    import torch
+
+    from imlsweep.data.packing import pack_seq2seq_rows, seq2seq_examples, unpack_seq2seq_rows
+    from imlsweep.data.pipeline import padded_pair_batch
+
+    source_ids, target_ids = seq2seq_examples(sources, targets, eos_id, max_source, max_target)
+    packed = unpack_seq2seq_rows(pack_seq2seq_rows(source_ids, target_ids, max_source, max_target, pad_id))
+    pairs = list(zip(source_ids, target_ids))
+    full = (np.zeros(max_source, np.int64), np.zeros(max_target, np.int64))  # a row that sets the padded shape
+
+    def padded(members: list[tuple[np.ndarray, np.ndarray]], to_max: bool) -> dict[str, Any]:
+        batch = padded_pair_batch(members + [full] if to_max else members, pad_id)
+        return {key: value[: len(members)] for key, value in batch.items()}
+
+    groups = [pairs[start:start + micro_batch_size] for start in range(0, len(pairs), micro_batch_size)]
+    return {"packed": [{key: torch.from_numpy(value[start:start + micro_batch_size]) for key, value in packed.items()}
+                       for start in range(0, len(packed["input_ids"]), micro_batch_size)],
+            "padded": [padded(members, to_max=True) for members in groups],
+            "padded_to_batch_max": [padded(members, to_max=False) for members in groups]}
+
+
+def compare_layouts(args: argparse.Namespace, seq_len: int, count: int, use_gpu: bool) -> dict[str, Any]:
+    """The same examples and model trained packed and padded; seq2seq rows are (seq_len, --target-len)."""
+    import torch
+
     from imlsweep.data.tokenizer import load_tokenizer
+    from imlsweep.train.attention import IMPLEMENTATIONS
+    from imlsweep.train.model import ModelConfig, attention_path, load_model, model_config, model_kind
 
-    pad_id = load_tokenizer(model_config.tokenizer_name).pad_token_id
-    examples = superni_examples(model_config.tokenizer_name, count, seq_len, args.seed)
-    lengths = examples.lengths
-    log(f"{len(lengths)} SuperNI examples, length mean {np.mean(lengths):.0f}, max {max(lengths)}; rows of {seq_len}")
-    layouts = {
-        "packed": pack_examples(examples, seq_len, pad_id),
-        "padded": padded_rows(examples, seq_len, pad_id),
-        "padded_to_batch_max": padded_rows(examples, None, pad_id),
-    }
-    flash = use_gpu and flash_attention_available()
+    config = ModelConfig(name=args.model, dropout=0.0)
+    hf_config = model_config(config)
+    tokenizer = load_tokenizer(config.tokenizer_name)
+    sources, targets = superni_pairs(config.tokenizer_name, count, args.seed)
+    path = attention_path(hf_config, use_gpu)
+    if model_kind(hf_config) == "seq2seq":
+        layouts = seq2seq_layouts(sources, targets, tokenizer.eos_token_id, tokenizer.pad_token_id, seq_len,
+                                  args.target_len, args.micro_batch_size)
+    else:
+        layouts = causal_layouts(sources, targets, tokenizer.eos_token_id, tokenizer.pad_token_id, seq_len,
+                                 args.micro_batch_size)
+    lengths = [len(source) + len(target) for source, target in zip(sources, targets)]
+    log(f"{len(lengths)} SuperNI examples, source + target tokens mean {np.mean(lengths):.0f}, max {max(lengths)}; "
+        f"rows of {seq_len}; attention path {path}")
     results = {}
-    for name, rows in layouts.items():
+    for name, batch_list in layouts.items():
         torch.manual_seed(args.seed)
-        model = load_model(model_config, attn_implementation="flash_attention_2" if flash else None)
-        engine = engine_for(model, args.micro_batch_size, use_gpu)
-        batch_list = list(batches(rows, args.micro_batch_size, pad_id))
+        engine = engine_for(load_model(config, attn_implementation=IMPLEMENTATIONS[path]), args.micro_batch_size,
+                            use_gpu)
         log(f"{name}: {len(batch_list)} batches")
-        results[name] = train_throughput(engine, batch_list, document_attention=not flash)
+        results[name] = train_throughput(engine, batch_list, path)
     return {"examples": len(lengths), "seq_len": seq_len, "mean_example_tokens": float(np.mean(lengths)),
-            "layouts": results,
+            "attention_path": path, "layouts": results,
             "packed_vs_padded": results["packed"]["target_tokens_per_s"] / results["padded"]["target_tokens_per_s"],
             "packed_vs_padded_to_batch_max": (results["packed"]["target_tokens_per_s"]
                                               / results["padded_to_batch_max"]["target_tokens_per_s"]),
@@ -181,13 +231,14 @@ def decoder_1b_mfu(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from imlsweep.train.attention import IMPLEMENTATIONS
     from imlsweep.train.metrics import model_flops_utilization, peak_flops
-    from imlsweep.train.worker import flash_attention_available
+    from imlsweep.train.model import attention_path
 
     values = dict(DECODER_1B)
     hf_config = AutoConfig.for_model(values.pop("model_type"), **values)
-    flash = flash_attention_available()
-    model = AutoModelForCausalLM.from_config(hf_config, attn_implementation="flash_attention_2" if flash else "sdpa",
+    path = attention_path(hf_config, use_gpu=True)
+    model = AutoModelForCausalLM.from_config(hf_config, attn_implementation=IMPLEMENTATIONS[path] or "sdpa",
                                              dtype=torch.bfloat16)
     n_params = sum(p.numel() for p in model.parameters())
     engine = engine_for(model, args.micro_batch_size, use_gpu=True)
@@ -203,12 +254,12 @@ def decoder_1b_mfu(args: argparse.Namespace) -> dict[str, Any]:
         position_ids = np.stack([row_positions(row) for row in document_ids])
         batch_list.append({"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(ids),
                            "position_ids": torch.from_numpy(position_ids), "document_ids": torch.from_numpy(document_ids)})
-    measured = train_throughput(engine, batch_list, document_attention=not flash)
+    measured = train_throughput(engine, batch_list, path)
     device = torch.cuda.get_device_name()
     peak = peak_flops(device)
     mfu = (model_flops_utilization(n_params, hf_config.num_hidden_layers, hf_config.hidden_size, seq_len,
                                    measured["tokens_per_s"], peak) if peak else None)
-    return {"device": device, "parameters": n_params, "seq_len": seq_len, "flash_attention": flash,
+    return {"device": device, "parameters": n_params, "seq_len": seq_len, "attention_path": path,
             "tokens_per_s": measured["tokens_per_s"], "mfu": mfu, "goal_mfu": 0.45}
 
 
@@ -222,8 +273,11 @@ def row_positions(document_ids: np.ndarray) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from imlsweep.train.model import ModelConfig, model_config, model_kind
+
     use_gpu = torch.cuda.is_available()
-    seq_len = args.seq_len or (512 if args.quick else 2048)
+    seq2seq = model_kind(model_config(ModelConfig(name=args.model))) == "seq2seq"
+    seq_len = args.seq_len or (512 if args.quick else 1024 if seq2seq else 2048)
     count = args.examples or (12 if args.quick else 1024)
     result: dict[str, Any] = {"benchmark": "train", "device": torch.cuda.get_device_name() if use_gpu else "cpu",
                               "model": args.model, **compare_layouts(args, seq_len, count, use_gpu)}
@@ -231,10 +285,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        print(f"packed {result['layouts']['packed']['target_tokens_per_s']:.0f} target tokens/s, "
+        print(f"attention path {result['attention_path']}: "
+              f"packed {result['layouts']['packed']['target_tokens_per_s']:.0f} target tokens/s, "
               f"padded {result['layouts']['padded']['target_tokens_per_s']:.0f}: "
               f"{result['packed_vs_padded']:.2f}x (goal >= 3x); vs padding to the batch's longest row "
               f"{result['packed_vs_padded_to_batch_max']:.2f}x")
         if result["decoder_1b"]:
-            print(f"1B decoder at 2048 tokens on {result['decoder_1b']['device']}: MFU {result['decoder_1b']['mfu']}")
+            print(f"1B decoder at 2048 tokens on {result['decoder_1b']['device']} "
+                  f"({result['decoder_1b']['attention_path']}): MFU {result['decoder_1b']['mfu']}")
     return 0

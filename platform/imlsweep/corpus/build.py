@@ -2,7 +2,8 @@
 
 The build writes into a temporary sibling folder and renames it into place only when every task is
 valid (or, with `skip_invalid`, after listing the rejected ones in invalid.jsonl), so a corpus folder
-that exists is always complete. It runs in one process: adapters stream one task at a time.
+that exists is always complete. It runs in one process: adapters stream one task at a time, and a thread
+writes each task while the next is read, so memory is bounded by the largest task, not the corpus.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import re
 import shutil
 import sys
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -24,7 +27,7 @@ from imlsweep.corpus.adapters import read_source
 from imlsweep.corpus.config import CorpusConfig, corpus_config_yaml
 from imlsweep.corpus.schema import MANIFEST_SCHEMA, ROW_SCHEMA, data_sources
 from imlsweep.corpus.splits import TaskRole, capped_indices, held_out_sizes, instance_splits, task_role
-from imlsweep.corpus.stats import corpus_stats
+from imlsweep.corpus.stats import STATS_COLUMNS, TaskStats, combine_stats, task_stats
 from imlsweep.corpus.store import (CONFIG_FILE, INVALID_FILE, MANIFEST_FILE, STATS_FILE, Corpus, task_file)
 from imlsweep.corpus.task import InvalidTask, SkippedTask, SourceTask
 from imlsweep.errors import UserError
@@ -55,37 +58,33 @@ def read_removals(path: str | None) -> set[str]:
     return {line for line in lines if line}
 
 
+def repeated(value, name: str, n: int) -> pa.Array:
+    """A task-level value on each of the task's `n` rows, copied by Arrow rather than converted n times
+    (`take`: `pa.repeat` copies strings one at a time)."""
+    return pa.array([value], type=ROW_SCHEMA.field(name).type).take(np.zeros(n, dtype=np.int64))
+
+
 def task_table(task: SourceTask, category: str, role: TaskRole, config: CorpusConfig) -> pa.Table:
     keep = capped_indices(len(task.examples), config.cap_for(task.benchmark), config.seed, task.task_id)
-    examples = [task.examples[index] for index in keep]
+    examples = task.examples if len(keep) == len(task.examples) else [task.examples[index] for index in keep]
     test_size, validation_size = held_out_sizes(task.task_id, role, config)
     splits = instance_splits([example.example_id for example in examples], test_size, validation_size,
                              [example.split for example in examples])
     n = len(examples)
-
-    def repeat(value):
-        return [value] * n
-
-    columns = {
-        "task_id": repeat(task.task_id),
-        "benchmark": repeat(task.benchmark),
-        "data_source": repeat(task.data_source),
-        "category": repeat(category),
-        "instruction_type": repeat(task.instruction_type),
-        "definition": repeat(task.definition),
-        "positive_examples": repeat(task.positive_examples),
-        "negative_examples": repeat(task.negative_examples),
+    task_values = {"task_id": task.task_id, "benchmark": task.benchmark, "data_source": task.data_source,
+                   "category": category, "instruction_type": task.instruction_type, "definition": task.definition,
+                   "positive_examples": task.positive_examples, "negative_examples": task.negative_examples,
+                   "level": role.level, "language": task.language}
+    columns = {name: repeated(value, name, n) for name, value in task_values.items()} | {
         "template_id": [example.template_id for example in examples],
         "input": [example.input for example in examples],
         "outputs": [example.outputs for example in examples],
         "candidates": [example.candidates for example in examples],
         "split": splits,
-        "level": repeat(role.level),
         "example_id": [example.example_id for example in examples],
-        "language": repeat(task.language),
         "source_index": keep,
     }
-    return pa.table(columns, schema=ROW_SCHEMA)
+    return pa.table({name: columns[name] for name in ROW_SCHEMA.names}, schema=ROW_SCHEMA)
 
 
 def manifest_row(table: pa.Table, task: SourceTask, category: str, role: TaskRole) -> dict:
@@ -186,11 +185,24 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
             raise UserError(f"{out}: exists and is not a corpus; refusing to replace it")
 
 
-def write_staging(config: CorpusConfig, staging: Path, build_log: BuildLog, progress: bool) -> list[dict]:
+def write_task(table: pa.Table, path: Path, task: SourceTask, category: str, role: TaskRole) -> TaskStats | None:
+    """Write a task's Parquet file; its share of the corpus statistics (from the rows in hand, not reread)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return task_stats(task.benchmark, category, role.split, table.select(STATS_COLUMNS))
+
+
+def write_staging(config: CorpusConfig, staging: Path, build_log: BuildLog,
+                  progress: bool) -> tuple[list[dict], dict[str, TaskStats | None]]:
+    """Read, check and write every task, one at a time: the manifest rows and each task's statistics.
+    A thread writes each task (Arrow, outside the GIL) while the next is parsed, so at most two tasks are
+    in memory, whatever the corpus's size."""
     removals = read_removals(config.removals)
     seen: dict[str, str] = {}
     manifest: list[dict] = []
-    with Progress(progress) as bar:
+    stats: dict[str, Future] = {}  # task id -> its TaskStats, once written
+    with Progress(progress) as bar, ThreadPoolExecutor(max_workers=1) as writer:
+        writing: Future | None = None
         for item in iterate_tasks(config):
             if isinstance(item, SkippedTask):
                 build_log.leave_out(item.reason, item.task_id)
@@ -212,12 +224,15 @@ def write_staging(config: CorpusConfig, staging: Path, build_log: BuildLog, prog
                 continue
             role = task_role(item.task_id, category, item.source_role, config)
             table = task_table(item, category, role, config)
-            path = task_file(staging, item.benchmark, item.task_id)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, path)
+            if writing is not None:
+                writing.result()  # one task written at a time
+            writing = writer.submit(write_task, table, task_file(staging, item.benchmark, item.task_id), item,
+                                    category, role)
+            stats[item.task_id] = writing
             manifest.append(manifest_row(table, item, category, role))
             bar.advance(item.task_id)
-    return drop_shared_sources(manifest, staging, config, build_log)
+    return drop_shared_sources(manifest, staging, config, build_log), {
+        task_id: future.result() for task_id, future in stats.items()}
 
 
 def invalid_message(invalid: list[InvalidTask]) -> str:
@@ -237,7 +252,7 @@ def build_corpus(config: CorpusConfig, out_dir: str | Path, *, skip_invalid: boo
     staging.mkdir()
     try:
         build_log = BuildLog()
-        manifest = write_staging(config, staging, build_log, progress)
+        manifest, task_stats_by_id = write_staging(config, staging, build_log, progress)
         if build_log.invalid and not skip_invalid:
             raise UserError(invalid_message(build_log.invalid))
         if not manifest:
@@ -249,7 +264,7 @@ def build_corpus(config: CorpusConfig, out_dir: str | Path, *, skip_invalid: boo
             with open(staging / INVALID_FILE, "w", encoding="utf-8") as file:
                 for item in build_log.invalid:
                     file.write(json.dumps(item.as_record()) + "\n")
-        stats = corpus_stats(Corpus.open(staging))
+        stats = combine_stats(task_stats_by_id[row["task_id"]] for row in manifest)
         stats["build"] = {"invalid": len(build_log.invalid), "left_out": build_log.left_out}
         (staging / STATS_FILE).write_text(json.dumps(stats, indent=2), encoding="utf-8")
         replace_dir(staging, out)

@@ -75,6 +75,10 @@ class MixtureConfig(StrictModel):
     max_source_length: int = Field(default=1024, ge=1, description="seq2seq source limit; superni_def_pos drops "
                                                                    "demonstrations beyond it")
     max_target_length: int = Field(default=128, ge=1, description="seq2seq target limit")
+    pack_seq2seq: bool = Field(default=False, description="seq2seq: sources side by side in encoder rows of "
+                               "max_source_length, their targets in decoder rows of max_target_length, each "
+                               "attending only to its own document; false: one padded example per row "
+                               "(decoder-only rows are always packed)")
     total_examples: int | None = Field(default=None, ge=1, description="examples in the stream; null: "
                                        "stream_multiple x the sampled examples")
     stream_multiple: float = Field(default=1.0, gt=0, description="the stream's size in passes over the sampled "

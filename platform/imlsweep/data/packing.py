@@ -12,6 +12,11 @@ each document's length and loss start) and expanded by `unpack_rows` on the trai
 PACKED_COLUMNS: `position_ids` restart per document and `document_ids` number the documents of a row
 (-1 on padding) so the trainer can build a block-causal mask. Restarted position ids alone do not keep
 documents apart under sdpa attention.
+
+Encoder-decoder examples pack as pairs (`pack_seq2seq_rows`): sources side by side in an encoder row
+of max_source_length, their targets in the same order in a decoder row of max_target_length;
+`unpack_seq2seq_rows` numbers the documents of both rows so that each target attends to its own
+source only (T5's relative position bias depends only on distances inside a document).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 
 IGNORE_INDEX = -100
 PACKED_COLUMNS = ("input_ids", "labels", "position_ids", "document_ids")
+PACKED_SEQ2SEQ_COLUMNS = ("input_ids", "source_document_ids", "labels", "target_document_ids")
 
 
 @dataclass(frozen=True)
@@ -134,28 +140,102 @@ def pack_rows(examples: TokenizedExamples, max_len: int, pad_id: int,
             "loss_starts": [examples.loss_starts[members] for members in rows]}
 
 
-def unpack_rows(compact: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Compact rows (`pack_rows`' columns, or a batch of the Dataset's) -> int64 arrays [rows, max_len] of
-    PACKED_COLUMNS. Each row's padding is treated as one more document (number -1, never trained), so
-    every column is one `np.repeat` over the batch."""
-    input_ids, document_lengths = compact["input_ids"], compact["document_lengths"]
-    rows, max_len = input_ids.shape
+def document_layout(document_lengths: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of documents side by side -> per slot the document's number in its row (-1 on padding) and
+    the position inside the document, int64 [rows, max_len]. Each row's padding is treated as one more
+    document, so both are one `np.repeat` over the batch."""
+    rows = len(document_lengths)
     per_row = np.array([len(lengths) for lengths in document_lengths], dtype=np.int64)
     lengths = np.concatenate([*document_lengths, np.zeros(0, np.int64)]).astype(np.int64)
-    first_trained = np.concatenate([*compact["loss_starts"], np.zeros(0, np.int64)]).astype(np.int64)
     row_ends = np.cumsum(per_row)
     used = np.bincount(np.repeat(np.arange(rows), per_row), weights=lengths, minlength=rows).astype(np.int64)
     numbers = np.arange(len(lengths)) - np.repeat(row_ends - per_row, per_row)
     lengths = np.insert(lengths, row_ends, max_len - used)
     numbers = np.insert(numbers, row_ends, -1)
-    first_trained = np.insert(first_trained, row_ends, max_len)
     positions = np.arange(rows * max_len) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    document_ids = np.repeat(numbers, lengths).reshape(rows, max_len)
-    trained = (positions >= np.repeat(first_trained, lengths)).reshape(rows, max_len)
+    return np.repeat(numbers, lengths).reshape(rows, max_len), positions.reshape(rows, max_len)
+
+
+def unpack_rows(compact: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Compact rows (`pack_rows`' columns, or a batch of the Dataset's) -> int64 arrays [rows, max_len] of
+    PACKED_COLUMNS."""
+    input_ids, document_lengths = compact["input_ids"], compact["document_lengths"]
+    document_ids, positions = document_layout(document_lengths, input_ids.shape[1])
+    # each slot's document as an index into the batch's flat loss starts; padding's start is past the row
+    per_row = np.array([len(lengths) for lengths in document_lengths], dtype=np.int64)
+    first_document = np.cumsum(per_row) - per_row
+    loss_starts = np.concatenate([*compact["loss_starts"], [input_ids.shape[1]]]).astype(np.int64)
+    document = np.where(document_ids >= 0, document_ids + first_document[:, None], len(loss_starts) - 1)
+    trained = positions >= loss_starts[document]
     ids = input_ids.astype(np.int64)
     return {"input_ids": ids, "labels": np.where(trained, ids, IGNORE_INDEX),
-            "position_ids": np.where(document_ids >= 0, positions.reshape(rows, max_len), 0),
-            "document_ids": document_ids}
+            "position_ids": np.where(document_ids >= 0, positions, 0), "document_ids": document_ids}
+
+
+def seq2seq_examples(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], eos_id: int, max_source: int,
+                     max_target: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(source + EOS, target + EOS) int64 per example; Tk-Instruct keeps the first tokens of an over-long
+    source (and target)."""
+    return ([np.append(np.asarray(ids[: max_source - 1], dtype=np.int64), eos_id) for ids in sources],
+            [np.append(np.asarray(ids[: max_target - 1], dtype=np.int64), eos_id) for ids in targets])
+
+
+def assign_pair_rows(source_lengths: Sequence[int], target_lengths: Sequence[int], max_source: int,
+                     max_target: int) -> list[list[int]]:
+    """Example indices per encoder-decoder row (members in input order): longest source first, each
+    into the open row whose source room it fills best among those with room for its target too."""
+    source_lengths, target_lengths = np.asarray(source_lengths, np.int64), np.asarray(target_lengths, np.int64)
+    for lengths, limit, side in ((source_lengths, max_source, "source"), (target_lengths, max_target, "target")):
+        if len(lengths) and lengths.max() > limit:
+            index = int(lengths.argmax())
+            raise ValueError(f"example {index} has a {side} of {lengths[index]} tokens, more than {limit}")
+    source_room = np.zeros(len(source_lengths), np.int64)
+    target_room = np.zeros(len(source_lengths), np.int64)
+    rows: list[list[int]] = []
+    for index in np.argsort(-source_lengths, kind="stable"):
+        source, target = source_lengths[index], target_lengths[index]
+        open_rows = len(rows)
+        fits = np.flatnonzero((source_room[:open_rows] >= source) & (target_room[:open_rows] >= target))
+        if len(fits):
+            row = int(fits[np.argmin(source_room[fits])])
+        else:
+            row = open_rows
+            rows.append([])
+            source_room[row], target_room[row] = max_source, max_target
+        rows[row].append(int(index))
+        source_room[row] -= source
+        target_room[row] -= target
+    return [sorted(members) for members in rows]
+
+
+def pack_seq2seq_rows(sources: Sequence[np.ndarray], targets: Sequence[np.ndarray], max_source: int, max_target: int,
+                      pad_id: int, rng: np.random.Generator | None = None) -> dict[str, object]:
+    """(source ids, target ids) examples -> compact encoder-decoder rows: sources side by side in
+    input_ids [rows, max_source], their targets in the same order in labels [rows, max_target] (int32,
+    padded with pad_id), and per row the source_lengths and target_lengths. `rng` shuffles the rows."""
+    source_lengths = np.array([len(ids) for ids in sources], dtype=np.int32)
+    target_lengths = np.array([len(ids) for ids in targets], dtype=np.int32)
+    rows = assign_pair_rows(source_lengths, target_lengths, max_source, max_target)
+    if rng is not None:
+        rows = [rows[i] for i in rng.permutation(len(rows))]
+    packed = {}
+    for column, examples, width in (("input_ids", sources, max_source), ("labels", targets, max_target)):
+        packed[column] = np.full((len(rows), width), pad_id, dtype=np.int32)
+        for row, members in enumerate(rows):
+            tokens = np.concatenate([np.asarray(examples[i], dtype=np.int32) for i in members])
+            packed[column][row, : len(tokens)] = tokens
+    return {**packed, "source_lengths": [source_lengths[members] for members in rows],
+            "target_lengths": [target_lengths[members] for members in rows]}
+
+
+def unpack_seq2seq_rows(compact: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Compact encoder-decoder rows -> int64 arrays of PACKED_SEQ2SEQ_COLUMNS (labels -100 on padding)."""
+    source_document_ids, _ = document_layout(compact["source_lengths"], compact["input_ids"].shape[1])
+    target_document_ids, _ = document_layout(compact["target_lengths"], compact["labels"].shape[1])
+    labels = compact["labels"].astype(np.int64)
+    return {"input_ids": compact["input_ids"].astype(np.int64), "source_document_ids": source_document_ids,
+            "labels": np.where(target_document_ids >= 0, labels, IGNORE_INDEX),
+            "target_document_ids": target_document_ids}
 
 
 def pack_examples(examples: TokenizedExamples, max_len: int, pad_id: int,

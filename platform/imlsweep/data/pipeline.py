@@ -1,9 +1,10 @@
-"""The training stream on Ray Data: corpus + mixture -> packed rows (decoder-only) or token pairs (seq2seq).
+"""The training stream on Ray Data: corpus + mixture -> packed rows (decoder-only), packed pairs of rows
+(seq2seq with `pack_seq2seq`) or token pairs (seq2seq).
 
     plan (driver, manifest only) -> the stream cut into segments of SEGMENT_WINDOWS windows of stream
     positions; one work item per segment: each source's drawn pool positions landing in it
     -> map_batches, one segment per task: read its tasks, render, tokenize (shared parts once per task),
-       then decoder-only: pack each window;  seq2seq: the pairs in stream order
+       then decoder-only: pack each window;  seq2seq: pack each window's pairs, or the pairs in stream order
     -> handed on in segment order (preserve_order)
 
 No step needs the whole stream: a segment's packed rows leave as soon as its examples are tokenized,
@@ -22,14 +23,15 @@ it has already trained on (the count it checkpointed).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 
 from imlsweep.data.mixture import MixtureConfig
-from imlsweep.data.packing import IGNORE_INDEX, TokenizedExamples, causal_examples, pack_rows, unpack_rows
+from imlsweep.data.packing import (IGNORE_INDEX, TokenizedExamples, causal_examples, pack_rows, pack_seq2seq_rows,
+                                   seq2seq_examples, unpack_rows, unpack_seq2seq_rows)
 from imlsweep.data.plan import MixturePlan, SourcePlan, plan_mixture
 from imlsweep.data.stream import is_text_addon, open_corpus, render_source, source_items
 from imlsweep.data.token_cache import cache_location, cached_task_tokens
@@ -90,12 +92,11 @@ def causal_columns(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[
 
 def seq2seq_columns(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], eos: int,
                     mixture: MixtureConfig) -> dict[str, pa.Array]:
-    """Tk-Instruct keeps the first tokens of an over-long source (and target)."""
+    source_ids, target_ids = seq2seq_examples(sources, targets, eos, mixture.max_source_length,
+                                              mixture.max_target_length)
     # Arrow lists, not numpy tensors: equal lengths in one block must not change the column type
-    return {"input_ids": pa.array([np.append(ids[: mixture.max_source_length - 1], eos) for ids in sources],
-                                  type=pa.list_(pa.int64())),
-            "labels": pa.array([np.append(ids[: mixture.max_target_length - 1], eos) for ids in targets],
-                               type=pa.list_(pa.int64()))}
+    return {"input_ids": pa.array(source_ids, type=pa.list_(pa.int64())),
+            "labels": pa.array(target_ids, type=pa.list_(pa.int64()))}
 
 
 def pack_window(table: pa.Table, *, max_len: int, pad_id: int, window: int, seed: int) -> pa.Table:
@@ -115,6 +116,26 @@ def pack_window(table: pa.Table, *, max_len: int, pad_id: int, window: int, seed
         "input_ids": ArrowTensorArray.from_numpy(rows["input_ids"]),
         "document_lengths": pa.array(rows["document_lengths"], type=pa.list_(pa.int32())),
         "loss_starts": pa.array(rows["loss_starts"], type=pa.list_(pa.int32())),
+        "packed_index": number * window + np.arange(len(rows["input_ids"]), dtype=np.int64)})
+
+
+def pack_pair_window(table: pa.Table, *, max_source: int, max_target: int, pad_id: int, window: int,
+                     seed: int) -> pa.Table:
+    """The (source, target) pairs of one window, in stream order, packed into compact encoder-decoder
+    rows (shuffled with the seed and the window's number)."""
+    from ray.data.extensions import ArrowTensorArray
+
+    from imlsweep.data.seeding import keyed_np_rng
+
+    number = int(table.column("window")[0].as_py())
+    rows = pack_seq2seq_rows(table.column("input_ids").to_numpy(zero_copy_only=False),
+                             table.column("labels").to_numpy(zero_copy_only=False), max_source, max_target, pad_id,
+                             keyed_np_rng(seed, "packed_rows", number))
+    return pa.table({
+        "input_ids": ArrowTensorArray.from_numpy(rows["input_ids"]),
+        "labels": ArrowTensorArray.from_numpy(rows["labels"]),
+        "source_lengths": pa.array(rows["source_lengths"], type=pa.list_(pa.int32())),
+        "target_lengths": pa.array(rows["target_lengths"], type=pa.list_(pa.int32())),
         "packed_index": number * window + np.arange(len(rows["input_ids"]), dtype=np.int64)})
 
 
@@ -140,8 +161,8 @@ def segment_items(items: list[dict[str, Any]], total_examples: int, segment_size
 
 
 def segment_rows(batch: dict[str, np.ndarray], *, pack: dict[str, int] | None, **tokenize: Any) -> pa.Table:
-    """map_batches body, one segment: its examples tokenized, then (decoder-only, `pack` given) each of
-    its windows packed, or (seq2seq) the pairs in stream order."""
+    """map_batches body, one segment: its examples tokenized, then (`pack` given) each of its windows
+    packed (decoder-only rows, or encoder-decoder pairs), or (seq2seq unpacked) the pairs in stream order."""
     tables = []
     for sources, bounds, positions, orders in zip(batch["source"], batch["bounds"], batch["positions"],
                                                   batch["orders"]):
@@ -153,7 +174,8 @@ def segment_rows(batch: dict[str, np.ndarray], *, pack: dict[str, int] | None, *
         return examples.select(["order", *SEQ2SEQ_COLUMNS])
     windows = examples.column("window").to_numpy()
     starts = np.flatnonzero(np.diff(windows, prepend=-1))
-    return pa.concat_tables([pack_window(examples.slice(start, end - start), **pack)
+    pack_one = pack_window if tokenize["model_kind"] == "causal" else pack_pair_window
+    return pa.concat_tables([pack_one(examples.slice(start, end - start), **pack)
                              for start, end in zip(starts, [*starts[1:], len(windows)])])
 
 
@@ -167,7 +189,9 @@ def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name:
 
     causal: compact packed rows in order (int32 input_ids [max_length], document_lengths, loss_starts,
     packed_index); `iter_train_batches` expands them into int64 PACKED_COLUMNS.
-    seq2seq: rows of variable-length int64 input_ids and labels (+ order), in stream order."""
+    seq2seq with `mixture.pack_seq2seq`: compact packed pairs of rows (int32 input_ids [max_source_length],
+    labels [max_target_length], source_lengths, target_lengths, packed_index), expanded into int64
+    PACKED_SEQ2SEQ_COLUMNS; else rows of variable-length int64 input_ids and labels (+ order), in stream order."""
     import ray.data
 
     check_model_kind(model_kind)
@@ -182,8 +206,13 @@ def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name:
     segments = segment_items(source_items(plan, mixture), plan.total_examples, window * segment_windows)
     dataset = ray.data.from_items(segments, override_num_blocks=len(segments))  # one segment per block
     dataset.context.execution_options.preserve_order = True
-    pack = (None if model_kind == "seq2seq" else
-            {"max_len": mixture.max_length, "pad_id": pad_id, "window": window, "seed": mixture.seed})
+    pack: dict[str, int] | None = {"pad_id": pad_id, "window": window, "seed": mixture.seed}
+    if model_kind == "causal":
+        pack["max_len"] = mixture.max_length
+    elif mixture.pack_seq2seq:
+        pack.update(max_source=mixture.max_source_length, max_target=mixture.max_target_length)
+    else:
+        pack = None
     return dataset.map_batches(
         segment_rows, batch_size=1, batch_format="numpy",
         fn_kwargs={"pack": pack, "plan": plan, "mixture": mixture, "corpus_dir": corpus_dir,
@@ -201,26 +230,33 @@ def train_data_config() -> Any:
 
 
 def iter_train_batches(shard: Any, batch_size: int, model_kind: ModelKind, *, pad_token_id: int = 0,
-                       skip_batches: int = 0, seed: int = 0, group_batches: int = 32) -> Iterator[dict[str, torch.Tensor]]:
+                       skip_batches: int = 0, seed: int = 0, group_batches: int = 32,
+                       pack_seq2seq: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """Torch batches from a worker's shard (`ray.train.get_dataset_shard("train")`) or any Dataset.
 
     The last batch of a pass may be partial (no example is dropped); workers with equal row counts
     (Ray Train splits equally) still get equal batch counts. seq2seq: within each group of `group_batches` batches, rows are sorted by
     length (length-grouped), the batch order is shuffled with the seed, and each batch is padded to its
-    longest row. `skip_batches` skips that many batches from the start (to resume mid-epoch)."""
+    longest row; with `pack_seq2seq` the rows are packed pairs, expanded like decoder-only rows. `skip_batches`
+    skips that many batches from the start (to resume mid-epoch)."""
     check_model_kind(model_kind)
-    batches = (packed_batches(shard, batch_size) if model_kind == "causal"
-               else length_grouped_batches(shard, batch_size, pad_token_id, seed, group_batches))
+    if model_kind == "causal":
+        batches = packed_batches(shard, batch_size, unpack_rows)
+    elif pack_seq2seq:
+        batches = packed_batches(shard, batch_size, unpack_seq2seq_rows)
+    else:
+        batches = length_grouped_batches(shard, batch_size, pad_token_id, seed, group_batches)
     for number, batch in enumerate(batches):
         if number >= skip_batches:
             yield batch
 
 
-def packed_batches(shard: Any, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+def packed_batches(shard: Any, batch_size: int,
+                   unpack: Callable[[dict[str, Any]], dict[str, np.ndarray]]) -> Iterator[dict[str, torch.Tensor]]:
     import torch
 
     for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        yield {column: torch.from_numpy(array) for column, array in unpack_rows(batch).items()}
+        yield {column: torch.from_numpy(array) for column, array in unpack(batch).items()}
 
 
 def length_grouped_batches(shard: Any, batch_size: int, pad_token_id: int, seed: int,

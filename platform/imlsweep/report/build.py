@@ -9,6 +9,15 @@ from typing import Any
 import pandas as pd
 
 from imlsweep.report import html
+from imlsweep.report.built_on import (
+    built_on_stages,
+    extreme_transfers,
+    gain_matrix,
+    merge_comparisons,
+    merge_scores,
+    source_ranking,
+    transfer_gains,
+)
 from imlsweep.report.exports import export_table
 from imlsweep.report.intervals import (
     efficiency_comparisons,
@@ -18,7 +27,7 @@ from imlsweep.report.intervals import (
     with_intervals,
 )
 from imlsweep.report.mixing import combined_scores, mixing_tables, ordered_values, printed_label, swept_printed_labels
-from imlsweep.report.plots import efficiency_by_category_figure, efficiency_figure, mixing_figure
+from imlsweep.report.plots import efficiency_by_category_figure, efficiency_figure, gain_heatmap, mixing_figure
 from imlsweep.report.results import SweepResults, compute_used, load_instances, load_sweep_results, trial_counts
 from imlsweep.report.sample_efficiency import (
     club_small_categories,
@@ -71,6 +80,11 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, seed:
         sections.append(sample_efficiency_section(results, instances, seed, paths))
     for key in results.mixing_keys:
         sections.append(mixing_section(results, key, instances, seed, paths))
+    for stage in built_on_stages(results.spec, "from_each"):
+        sections.append(transfer_section(results, stage, instances, seed, paths))
+    merges = built_on_stages(results.spec, "merge")
+    if merges:
+        sections.append(merge_section(results, merges, instances, seed, paths))
     sections.append("<h2>Per task</h2>" + html.frame_table(paths.table(task_table(results), "per_task"), sortable=True))
     title = f"Sweep {results.name}" + (f", evaluation {named}" if named else "")
     paths.html.write_text(html.page(title, sections), encoding="utf-8")
@@ -150,6 +164,58 @@ def mixing_section(results: SweepResults, key: str, instances: pd.DataFrame | No
                               f"mixing_{safe_name(key)}_paired")
     return (html.mixing_section(key, tables, figure) + f"<h3>Paired comparisons: each {html.esc(key)} &minus; "
             f"{html.esc(baseline)}</h3>" + html.comparisons_table(comparisons))
+
+
+def transfer_section(results: SweepResults, stage: Any, instances: pd.DataFrame | None, seed: int,
+                     paths: ReportPaths) -> str:
+    """The source x target matrix of gains over the target's single-task score, by task and by category,
+    sources ranked per target and per target category, the best and worst transfers."""
+    name = safe_name(stage.name)
+    parts = [f"<h2>Transfer: stage {html.esc(stage.name)}</h2>",
+             '<p class="note">Gain = the score on the target task of a model trained on the source task and then on '
+             "the target, minus the target's own single-task score (the " + html.esc(stage.sources["stage"])
+             + " trial of the target); intervals: 95% paired bootstrap over the target's evaluated instances "
+             f"(seed {seed}).</p>"]
+    gains = transfer_gains(results.table, instances, stage, seed)
+    if gains.empty:
+        return "\n".join(parts + ['<p class="note">No finished transfer trial yet.</p>'])
+    paths.table(gains, f"transfer_{name}_gains")
+    matrix = paths.table(gain_matrix(gains), f"transfer_{name}_matrix", "source_task")
+    paths.figures.append(gain_heatmap(matrix, paths.out_dir / f"transfer_{name}.png", "Gain by source and target task",
+                                      "source task", "target task"))
+    parts.append(html.image(paths.figures[-1], "transfer gains by task"))
+    by_category = paths.table(gain_matrix(gains, "source_category", "target_category"),
+                              f"transfer_{name}_category_matrix", "source_category")
+    paths.figures.append(gain_heatmap(by_category, paths.out_dir / f"transfer_{name}_by_category.png",
+                                      "Mean gain by source and target category", "source category", "target category"))
+    parts.append("<h3>By category</h3>" + html.image(paths.figures[-1], "transfer gains by category"))
+    best, worst = extreme_transfers(gains)
+    parts.append("<h3>Best transfers</h3>" + html.frame_table(paths.table(best, f"transfer_{name}_best"), digits=3))
+    parts.append("<h3>Worst transfers</h3>" + html.frame_table(paths.table(worst, f"transfer_{name}_worst"), digits=3))
+    ranked = paths.table(source_ranking(gains), f"transfer_{name}_sources_per_target")
+    parts.append("<h3>Best sources per target task</h3>" + html.frame_table(ranked, sortable=True, digits=3))
+    ranked = paths.table(source_ranking(gains, "target_category", "source_category"),
+                         f"transfer_{name}_sources_per_category")
+    parts.append("<h3>Best source categories per target category</h3>" + html.frame_table(ranked, sortable=True, digits=3))
+    parts.append("<h3>Every transfer</h3>" + html.frame_table(gains, sortable=True, digits=3))
+    return "\n".join(parts)
+
+
+def merge_section(results: SweepResults, stages: list[Any], instances: pd.DataFrame | None, seed: int,
+                  paths: ReportPaths) -> str:
+    """Merged models against the single-task model of each task and the multi-task model, per task,
+    per category and overall."""
+    parts = ["<h2>Merged models</h2>",
+             '<p class="note">Each merged model (named by its stage and settings) is scored on the tasks of its group; '
+             "single-task: the model trained on that task alone; multi-task: the trials the merge stage is set against. "
+             f"Differences: 95% paired bootstrap over the instances both evaluated (seed {seed}).</p>"]
+    scores = merge_scores(results.table, stages)
+    if scores.empty:
+        return "\n".join(parts + ['<p class="note">No finished trial yet.</p>'])
+    comparisons = paths.table(merge_comparisons(results.table, instances, stages, seed), "merge_comparisons")
+    parts.append("<h3>By category and overall</h3>" + html.frame_table(comparisons, sortable=True, digits=3))
+    parts.append("<h3>Per task</h3>" + html.frame_table(paths.table(scores, "merge_per_task"), sortable=True))
+    return "\n".join(parts)
 
 
 def task_table(results: SweepResults) -> pd.DataFrame:

@@ -116,3 +116,26 @@ def mixing_figure(combined: pd.DataFrame, key_label: str, path: Path, numeric_va
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save(fig, path)
+
+
+def gain_heatmap(matrix: pd.DataFrame, path: Path, title: str, row_label: str, column_label: str) -> Path:
+    """A source x target matrix of gains, diverging around 0 (blue: helps, red: hurts), values written
+    in the cells while they stay readable."""
+    rows, columns = matrix.shape
+    fig, ax = plt.subplots(figsize=(min(18, 3 + 0.32 * columns), min(18, 2.5 + 0.3 * rows)))
+    values = matrix.to_numpy(dtype=float)
+    finite = np.abs(values[np.isfinite(values)])
+    limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(columns), [str(c) for c in matrix.columns], rotation=90, fontsize=7)
+    ax.set_yticks(range(rows), [str(r) for r in matrix.index], fontsize=7)
+    ax.set_xlabel(column_label)
+    ax.set_ylabel(row_label)
+    ax.set_title(title)
+    if rows * columns <= 400:
+        for (row, column), value in np.ndenumerate(values):
+            if np.isfinite(value):
+                ax.text(column, row, f"{value:.1f}", ha="center", va="center", fontsize=6)
+    fig.colorbar(image, ax=ax, label="gain over the target's single-task score")
+    fig.tight_layout()
+    return save(fig, path)

@@ -27,6 +27,8 @@ REQUIRED_COLUMNS = ("trial", "task_id", "category", "level", "shots", "score")
 # Swept keys and labels that describe the sample-efficiency design (or which task a per-task trial
 # trained on) rather than a mixing choice: they get no mixing table.
 SAMPLE_EFFICIENCY_KEYS = ("samples_per_task", "setting", "instructions", "cell", "trained_task")
+# Labels of trials built on others (transfer sources, merged groups): their own report sections.
+BUILT_ON_KEYS = ("source_task", "source_trial", "merged_group", "source_models")
 # A swept key whose values are replicates of the same trial: a stage's `replicates: N` (column
 # `replicate`) or a swept `train.seed`. Its rows are pooled into intervals, not compared.
 REPLICATE_KEYS = ("replicate", "seed")
@@ -47,7 +49,12 @@ class SweepResults:
 
     @property
     def mixing_keys(self) -> list[str]:
-        return [key for key in self.swept_keys if key not in SAMPLE_EFFICIENCY_KEYS + REPLICATE_KEYS]
+        """Swept keys compared as mixing choices: not the design's labels, and not a merge stage's own
+        settings (`merge.scale`, ...: the merging section compares those)."""
+        merge_stages = {stage.get("name") for stage in self.spec.get("stages") or [] if stage.get("merge")}
+        merge_rows = self.table["stage"].isin(merge_stages) if "stage" in self.table.columns else False
+        return [key for key in self.swept_keys if key not in SAMPLE_EFFICIENCY_KEYS + REPLICATE_KEYS + BUILT_ON_KEYS
+                and not (merge_stages and self.table.loc[~merge_rows, key].isna().all())]
 
     @property
     def has_sample_efficiency(self) -> bool:

@@ -129,6 +129,18 @@ def file_problems(config: TrialConfig, starts_from_trial: bool) -> list[tuple[st
     return found
 
 
+def model_setting_problems(config: TrialConfig) -> list[tuple[str, str, str]]:
+    """(key, value, message) of what the trial asks of a model that cannot do it (checked where the
+    model's config is at hand)."""
+    from imlsweep.train.model import architecture_config, cannot_checkpoint_activations
+
+    if not config.train.activation_checkpointing:
+        return []
+    hf_config = architecture_config(config.model)
+    problem = cannot_checkpoint_activations(hf_config) if hf_config is not None else None
+    return [("train.activation_checkpointing", "true", f"{problem} ({config.model.name})")] if problem else []
+
+
 def model_problems(key: str, name: str, needed: tuple[str, ...]) -> list[tuple[str, str, str, str]]:
     """A local folder must hold one of `needed`; a hub id must be well formed and reachable or cached."""
     from imlsweep.train.model import looks_like_path
@@ -193,6 +205,7 @@ def check_sweep(sweep: Sweep, corpus: Any = None) -> list[Problem]:
                                                               exclude={"train": {"export_hf"}})
         if key not in checked:
             found = [(k, v, m, "wrong") for k, v, m in corpus_problems(config, names)] if names else []
+            found += [(k, v, m, "wrong") for k, v, m in model_setting_problems(config)]
             checked[key] = found + file_problems(config, starts_from_trial)
         for bad_key, value, message, kind in checked[key]:
             known = problems.get((bad_key, value))
@@ -206,6 +219,43 @@ def require_valid(sweep: Sweep, corpus: Any) -> None:
     problems = check_sweep(sweep, corpus)
     if problems:
         raise ConfigError("\n".join(problem.line(sweep.source) for problem in problems))
+
+
+def memory_problems(sweep: Sweep, memory: list[dict[str, Any]]) -> list[str]:
+    """A line per trial shape that needs more than a GPU or a node's host has (`sweep plan --json`'s
+    `memory`), naming its first trial and the numbers."""
+    resources = sweep.spec.resources
+    found = []
+    for entry in memory:
+        if entry["fits"] is not False:
+            continue
+        trials, detail, settings = entry["trials"], entry["detail"], entry["settings"]
+        more = f" (and {len(trials) - 1} more trials)" if len(trials) > 1 else ""
+        needs = []
+        if entry["gpu_gb"] is not None and resources.gpu_memory_gb and entry["gpu_gb"] > resources.gpu_memory_gb:
+            needs.append(f"needs {entry['gpu_gb']:.1f} GiB per GPU (model states {detail['model_states_gb']:.1f}, "
+                         f"activations {detail['activations_gb']:.1f}), more than resources.gpu_memory_gb "
+                         f"{resources.gpu_memory_gb:g}")
+        if resources.host_memory_gb and entry["host_gb_per_node"] > resources.host_memory_gb:
+            needs.append(f"needs {entry['host_gb_per_node']:.1f} GiB of host memory per node "
+                         f"({settings['workers_per_node']} workers x {detail['host_gb_per_worker']:.1f}), more than "
+                         f"resources.host_memory_gb {resources.host_memory_gb:g}")
+        found.append(f"{sweep.source}: trial {trials[0]}{more}: {entry['model']} with train.zero_stage "
+                     f"{settings['zero_stage']}, train.micro_batch_size {settings['micro_batch_size']} x "
+                     f"{settings['seq_len']} tokens, train.activation_checkpointing "
+                     f"{str(settings['activation_checkpointing']).lower()}: " + "; ".join(needs)
+                     + " (turn on train.activation_checkpointing, a higher train.zero_stage, "
+                     "train.offload_optimizer, or give the trial more workers)")
+    return found
+
+
+def require_fits(sweep: Sweep) -> None:
+    """Raise a ConfigError when a trial does not fit the GPUs and hosts the spec declares."""
+    from imlsweep.sweep.plan import memory_by_shape
+
+    problems = memory_problems(sweep, memory_by_shape(sweep))
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def open_built_corpus(sweep: Sweep, corpus_dir: str | None = None) -> tuple[Any, str | None]:

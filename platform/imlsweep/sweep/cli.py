@@ -76,9 +76,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def plan_command(args: argparse.Namespace) -> int:
     """Checks every trial (fails on a name that does not exist), then prints the plan, with what is not
-    on this machine listed; without a built corpus, `corpus_missing` says why and the spec's figures stand in."""
+    on this machine listed, and fails when a trial does not fit the memory `resources` declares; without a built corpus, `corpus_missing` says why and the spec's figures stand in."""
     from imlsweep.config import ConfigError
-    from imlsweep.sweep.checks import check_sweep, open_built_corpus
+    from imlsweep.sweep.checks import check_sweep, memory_problems, open_built_corpus
     from imlsweep.sweep.estimate import Estimator
     from imlsweep.sweep.plan import format_plan, plan_summary
     from imlsweep.sweep.sweep import open_spec
@@ -100,6 +100,9 @@ def plan_command(args: argparse.Namespace) -> int:
             print(f"corpus not checked (cannot be built here): {corpus_missing}")
         for line in summary["absent_here"]:
             print(f"not on this machine (a run here fails): {line}")
+    too_big = memory_problems(sweep, summary["memory"])
+    if too_big:
+        raise ConfigError("\n".join(too_big))
     return 0
 
 
@@ -118,13 +121,14 @@ def resume_command(args: argparse.Namespace) -> int:
 def execute(sweep, args: argparse.Namespace) -> int:
     from imlsweep.corpus.store import Corpus
     from imlsweep.ray_session import ray_session
-    from imlsweep.sweep.checks import require_valid
+    from imlsweep.sweep.checks import require_fits, require_valid
     from imlsweep.sweep.corpus import ensure_corpus
     from imlsweep.sweep.credentials import describe_tracking
     from imlsweep.sweep.driver import run_sweep
     from imlsweep.sweep.state import format_status
 
     require_valid(sweep, Corpus.open(ensure_corpus(sweep.spec)))  # nothing starts on bad input
+    require_fits(sweep)  # nor on a trial too big for its GPUs or hosts
     print(describe_tracking(sweep.spec.tracking), file=sys.stderr, flush=True)  # where the key comes from, never the key
     from imlsweep.data.token_cache import cache_location, check_writable
 

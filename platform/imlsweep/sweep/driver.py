@@ -117,7 +117,8 @@ def sweep_queue(sweep: Sweep, trials: list[PlannedTrial], files) -> tuple[TrialQ
         if is_done(files, trial.name):
             continue
         entries[trial.name] = QueueEntry(stage=trial.stage, search_index=index)
-        queued.append(QueuedTrial(trial.name, trial.depends_on, trial_seconds(trial.config, sweep.spec)))
+        queued.append(QueuedTrial(trial.name, trial.depends_on, trial_seconds(trial.config, sweep.spec),
+                                  tuple(trial.merges)))
     completed = {trial.name for trial in trials if is_completed(files, trial.name)}
     return TrialQueue(queued, done=completed), entries
 

@@ -11,7 +11,7 @@ example. Either way the spec's `estimate:` block supplies throughput only:
               + eval items / eval_items_per_s
 
 Training tokens are the trial's own: optimizer steps x rows per step x tokens per row when it sets
-`train.max_steps`, else the stream's tokens x `train.epochs`.
+`train.max_steps`, else the stream's tokens x `train.epochs`; a merge trial trains on none.
 """
 
 from __future__ import annotations
@@ -64,12 +64,18 @@ class Estimator:
         return self.corpus is not None
 
     def trial(self, config: TrialConfig) -> TrialEstimate:
+        if config.merge is not None:  # no training: merging is reading and writing weights, in startup_s
+            items = self.eval_items(config)
+            return TrialEstimate(examples=0.0, tokens=0.0, eval_items=items, seconds=self.seconds(0.0, items))
         stream = self.stream(config)
         train = config.train
         if train.max_steps is not None:
             mean_example = stream.tokens / max(stream.examples, 1.0)
-            # decoder-only rows are packed full; a seq2seq row is one example
-            per_row = config.mixture.max_length if self.model_kind(config) == "causal" else mean_example
+            # decoder-only rows are packed full, packed seq2seq rows about as full as their source row
+            # (targets are short); an unpacked seq2seq row is one example
+            mixture = config.mixture
+            per_row = (mixture.max_length if self.model_kind(config) == "causal" else
+                       mixture.max_source_length if mixture.pack_seq2seq else mean_example)
             tokens = float(train.max_steps) * train.rows_per_step * per_row
             examples = tokens / max(mean_example, 1.0)
         else:

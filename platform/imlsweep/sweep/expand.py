@@ -2,7 +2,11 @@
 
 Each trial is the spec's `base`, then the stage's `set`, the cell's `set`, one value per axis and the
 task of a per-task stage, applied as dotted keys in that order. Trial names are deterministic
-(`<stage>-<cell>-<axis>=<value>-<task>`), so a sweep can be resumed and its runs found again.
+(`<stage>-<cell>-<axis>=<value>-<task>`), so a sweep can be resumed and its runs found again. A
+`from_each` stage makes its trials once per source trial (`<stage>-...-<source>-to-<target>`, labelled
+`source_task`, `source_trial` and, with per_task, `trained_task`), starting each from its source; a
+`merge` stage once per group (`<stage>-...-<group>`, labelled `merged_group` and `source_models`),
+merging the group's trials (`merges`) from the base they were fine-tuned from.
 `labels` are the values a trial stands for in the results table (one column per swept key).
 Each trial's config is validated once, here, into a `TrialConfig` that travels to the worker as is.
 """
@@ -17,7 +21,7 @@ from typing import Any
 
 from imlsweep import storage
 from imlsweep.config import ConfigError, validate_config
-from imlsweep.sweep.spec import Stage, SweepSpec
+from imlsweep.sweep.spec import Stage, SweepSpec, TrialSelection
 from imlsweep.train.config import TrainConfig, TrialConfig
 from imlsweep.trial_dir import TrialDir
 
@@ -34,6 +38,7 @@ class PlannedTrial:
     config: TrialConfig  # validated once, here, and carried as is to the worker
     labels: dict[str, Any] = field(default_factory=dict)
     depends_on: str | None = None
+    merges: list[str] = field(default_factory=list)  # trials whose models a merge trial merges
 
 
 @dataclass
@@ -45,6 +50,19 @@ class DraftTrial:
     config: dict[str, Any]
     labels: dict[str, Any]
     depends_on: str | None
+    merges: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Placement:
+    """What a trial takes from the thing it is made for (a per-task task, a source trial, a merge group):
+    name parts, labels, dotted keys, and the trials it starts from or merges."""
+
+    parts: list[str] = field(default_factory=list)
+    labels: dict[str, Any] = field(default_factory=dict)
+    sets: dict[str, Any] = field(default_factory=dict)
+    depends_on: str | None = None
+    merges: list[str] = field(default_factory=list)
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any, source: str) -> None:
@@ -89,18 +107,18 @@ def axis_column(key: str) -> str:
     return key.rsplit(".", 1)[-1]
 
 
-def expand_stage(spec: SweepSpec, index: int, stage: Stage, earlier: set[str], source: str) -> list[DraftTrial]:
+def expand_stage(spec: SweepSpec, index: int, stage: Stage, earlier: dict[str, DraftTrial],
+                 source: str) -> list[DraftTrial]:
     where = f"{source}: stages.{index}"
     columns = [axis_column(key) for key in stage.axes]
     if len(set(columns)) != len(columns):
         raise ConfigError(f"{where}.axes: two axes end in the same key name: {list(stage.axes)}")
     cells = stage.cells or [None]
-    tasks = stage.per_task.tasks if stage.per_task else [None]
-    short = task_short_names(stage.per_task.tasks) if stage.per_task else {}
+    placements = stage_placements(stage, earlier, where)
     drafts = []
     for cell_index, cell in enumerate(cells):
         for combo in itertools.product(*stage.axes.values()):
-            for task in tasks:
+            for placement in placements:
                 config = copy.deepcopy(spec.base)
                 for key, value in stage.set.items():
                     set_dotted(config, key, value, f"{where}.set")
@@ -118,25 +136,107 @@ def expand_stage(spec: SweepSpec, index: int, stage: Stage, earlier: set[str], s
                     set_dotted(config, key, value, f"{where}.axes")
                     labels[axis_column(key)] = label_value(value)
                     parts.append(f"{axis_column(key)}={name_part(value)}")
-                if task is not None:
-                    for key in stage.per_task.keys:
-                        set_dotted(config, key, [task], f"{where}.per_task.keys")
-                    labels["trained_task"] = task
-                    parts.append(short[task])
+                for key, value in placement.sets.items():
+                    set_dotted(config, key, value, where)
+                labels.update(placement.labels)
+                parts += placement.parts
                 where_dep = f"{where}.cells.{cell_index}" if cell and cell.depends_on else where
                 for replicate in range(stage.replicates):
                     draft = DraftTrial(name="-".join(parts), stage=stage.name, config=config, labels=labels,
-                                       depends_on=depends_on)
+                                       depends_on=placement.depends_on or depends_on, merges=placement.merges)
                     if stage.replicates > 1:
                         draft = replicate_of(draft, replicate, where)
-                    if draft.depends_on is not None:
+                    if draft.depends_on is not None and placement.depends_on is None:
                         draft.depends_on = resolve_dependency(draft.depends_on, replicate, stage.replicates,
-                                                              earlier, f"{where_dep}.depends_on")
+                                                              set(earlier), f"{where_dep}.depends_on")
                     drafts.append(draft)
     if stage.search is not None:
         # A search stage has one template trial; Ray Tune samples `num_samples` variants of it.
         drafts[0].labels.update({axis_column(key): None for key in stage.search.space})
     return drafts
+
+
+def stage_placements(stage: Stage, earlier: dict[str, DraftTrial], where: str) -> list[Placement]:
+    """One placement per trial a cell and axis combination makes: per task, per (source, task), per group."""
+    if stage.merge is not None:
+        return merge_placements(stage, earlier, where)
+    targets: list[str | None] = stage.per_task.tasks if stage.per_task else [None]
+    short = task_short_names(stage.per_task.tasks) if stage.per_task else {}
+
+    def target_placement(task: str | None) -> Placement:
+        if task is None:
+            return Placement()
+        return Placement(parts=[short[task]], labels={"trained_task": task},
+                         sets={key: [task] for key in stage.per_task.keys})
+
+    if stage.from_each is None:
+        return [target_placement(task) for task in targets]
+    sources = selected_trials(stage.from_each, earlier, f"{where}.from_each")
+    names = source_short_names(sources, stage.from_each.stage)
+    placements = []
+    for trial in sources:
+        source_task = trial.labels.get("trained_task", trial.name)
+        for task in targets:
+            if task == source_task and not stage.from_each.same_task:
+                continue
+            placement = target_placement(task)
+            placement.parts = [f"{names[trial.name]}-to-{placement.parts[0]}" if task else f"from-{names[trial.name]}"]
+            placement.labels |= {"source_task": source_task, "source_trial": trial.name}
+            placement.depends_on = trial.name
+            placements.append(placement)
+    return placements
+
+
+def merge_placements(stage: Stage, earlier: dict[str, DraftTrial], where: str) -> list[Placement]:
+    """One merged model per group of the selected trials; the group's trials must share a model and a
+    starting point (the base the merge subtracts)."""
+    merge = stage.merge
+    chosen = selected_trials(merge, earlier, f"{where}.merge")
+    groups = merge.groups if merge.groups is not None else {"all": None}
+    placements = []
+    for group, values in groups.items():
+        members = chosen if values is None else [trial for trial in chosen if trial.labels.get(merge.group_label) in values]
+        if not members:
+            raise ConfigError(f"{where}.merge.groups.{group}: no selected trial has {merge.group_label} in {values}")
+        origin = merge_origin(members[0])
+        for member in members[1:]:
+            if merge_origin(member) != origin:
+                raise ConfigError(f"{where}.merge: {member.name} and {members[0].name} start from different models "
+                                  "(model, init_from or depends_on): merged models must share one base")
+        sets = {key: list(values if values is not None else [m.labels.get(merge.group_label) for m in members])
+                for key in merge.keys}
+        sets["model"] = members[0].config.get("model")  # the merged model has the architecture of those it merges
+        placements.append(Placement(parts=[name_part(group)], sets=sets,
+                                    labels={"merged_group": group, "source_models": len(members)},
+                                    merges=[member.name for member in members]))
+    return placements
+
+
+def merge_origin(trial: DraftTrial) -> tuple[Any, ...]:
+    return trial.config.get("model"), trial.config.get("init_from"), trial.depends_on
+
+
+def selected_trials(selection: TrialSelection, earlier: dict[str, DraftTrial], where: str) -> list[DraftTrial]:
+    """The earlier trials of `selection.stage` whose labels match `selection.where`, in spec order."""
+    in_stage = [trial for trial in earlier.values() if trial.stage == selection.stage]
+    if not in_stage:
+        stages = sorted({trial.stage for trial in earlier.values()})
+        raise ConfigError(f"{where}.stage: {selection.stage!r} is not an earlier stage (earlier: {', '.join(stages)})")
+    chosen = [trial for trial in in_stage
+              if all(trial.labels.get(key) == value for key, value in selection.where.items())]
+    if not chosen:
+        raise ConfigError(f"{where}.where: no trial of stage {selection.stage} has labels {selection.where} "
+                          f"(e.g. {in_stage[0].name}: {in_stage[0].labels})")
+    return chosen
+
+
+def source_short_names(sources: list[DraftTrial], stage: str) -> dict[str, str]:
+    """A source trial in a trial name: its trained task's short name, else its name after the stage's."""
+    tasks = [trial.labels.get("trained_task") for trial in sources]
+    if all(tasks) and len(set(tasks)) == len(tasks):
+        short = task_short_names(tasks)
+        return {trial.name: short[task] for trial, task in zip(sources, tasks)}
+    return {trial.name: name_part(trial.name.removeprefix(f"{stage}-")) for trial in sources}
 
 
 def replicate_of(draft: DraftTrial, replicate: int, source: str) -> DraftTrial:
@@ -147,7 +247,8 @@ def replicate_of(draft: DraftTrial, replicate: int, source: str) -> DraftTrial:
     seed = train.get("seed", TrainConfig.model_fields["seed"].default)
     set_dotted(config, "train.seed", int(seed) + replicate, f"{source}.replicates")
     return DraftTrial(name=f"{draft.name}-r{replicate}", stage=draft.stage, config=config,
-                      labels=draft.labels | {REPLICATE_LABEL: replicate}, depends_on=draft.depends_on)
+                      labels=draft.labels | {REPLICATE_LABEL: replicate}, depends_on=draft.depends_on,
+                      merges=draft.merges)
 
 
 def resolve_dependency(depends_on: str, replicate: int, replicates: int, earlier: set[str], source: str) -> str:
@@ -181,7 +282,7 @@ def expand_spec(spec: SweepSpec, sweep_uri: str, corpus: str, source: str) -> li
     name the spec file, the trial and the key."""
     drafts: dict[str, DraftTrial] = {}
     for index, stage in enumerate(spec.stages):
-        stage_drafts = expand_stage(spec, index, stage, set(drafts), source)
+        stage_drafts = expand_stage(spec, index, stage, drafts, source)
         for draft in stage_drafts:
             if draft.name in drafts or sum(d.name == draft.name for d in stage_drafts) > 1:
                 raise ConfigError(f"{source}: stages.{index}: trial name {draft.name!r} repeats; "
@@ -195,7 +296,12 @@ def expand_spec(spec: SweepSpec, sweep_uri: str, corpus: str, source: str) -> li
         set_dotted(draft.config, "train.export_hf", draft.name in exported, source)
         if draft.depends_on is not None:
             draft.config["init_from"] = TrialDir(storage.join(sweep_uri, draft.depends_on)).hf_model
+        if draft.merges:
+            set_dotted(draft.config, "merge.models",
+                       [TrialDir(storage.join(sweep_uri, name)).hf_model for name in draft.merges], source)
+            set_dotted(draft.config, "merge.base", drafts[draft.merges[0]].config.get("init_from"), source)
     return [PlannedTrial(name=draft.name, stage=draft.stage, labels=draft.labels, depends_on=draft.depends_on,
+                         merges=draft.merges,
                          config=validate_config(draft.config, TrialConfig, f"{source}: trial {draft.name}"))
             for draft in drafts.values()]
 
@@ -203,6 +309,7 @@ def expand_spec(spec: SweepSpec, sweep_uri: str, corpus: str, source: str) -> li
 def exported_trials(spec: SweepSpec, drafts: list[DraftTrial], source: str) -> set[str]:
     """Trials whose final weights are exported: all, or those a later trial starts from (retention)."""
     needed = {draft.depends_on for draft in drafts if draft.depends_on}
+    needed |= {name for draft in drafts for name in draft.merges}
     if needed and spec.retention.hf_model == "none":
         raise ConfigError(f"{source}: retention.hf_model: `none`, but later trials start from {sorted(needed)}")
     if spec.retention.hf_model == "all":

@@ -80,6 +80,7 @@ def plan_summary(sweep: Sweep, cluster: dict[str, float] | None = None,
     axes = {stage.name: {key: len(values) for key, values in stage.axes.items()} for stage in spec.stages}
     cells = {stage.name: [cell.name for cell in stage.cells] for stage in spec.stages if stage.cells}
     per_task = {stage.name: len(stage.per_task.tasks) for stage in spec.stages if stage.per_task}
+    built_on = {stage.name: built_on_trials(sweep, stage) for stage in spec.stages if stage.from_each or stage.merge}
     # a search stage's one template trial stands for all its samples
     weights = {stage.name: by_stage[stage.name] / max(1, len(sweep.stage_trials(stage.name))) for stage in spec.stages}
     estimator = estimator or Estimator(spec)
@@ -98,6 +99,7 @@ def plan_summary(sweep: Sweep, cluster: dict[str, float] | None = None,
         "axes": axes,
         "cells": cells,
         "per_task": per_task,
+        "built_on": built_on,
         "models": dict(names),
         "resources": spec.resources.model_dump() | {"gpus_per_trial": gpus},
         "max_concurrent_trials": concurrency,
@@ -118,6 +120,7 @@ def plan_summary(sweep: Sweep, cluster: dict[str, float] | None = None,
         kept = len(trials) * params * OPTIMIZER_BYTES_PER_PARAM if spec.retention.checkpoints == "keep" else 0
         summary["checkpoint_disk_gb"] = (exported * params * spec.estimate.checkpoint_bytes_per_param + kept) / 1e9
         summary["peak_running_checkpoint_gb"] = running / 1e9
+    summary["memory"] = memory_by_shape(sweep)
     tokens_per_example = summary["train_tokens"] / max(1.0, summary["train_examples"])
     summary["token_cache"] = token_cache_coverage(sweep, bytes_per_example=4 * tokens_per_example)  # int32 ids
     return summary
@@ -153,6 +156,58 @@ def kept_model_lines(summary: dict[str, Any], retention: str) -> list[str]:
     return lines
 
 
+def built_on_trials(sweep: Sweep, stage: Any) -> str:
+    """A `from_each` or `merge` stage's trials in words: what they start from or merge."""
+    trials = sweep.stage_trials(stage.name)
+    if stage.from_each is not None:
+        sources = {trial.depends_on for trial in trials}
+        return f"from each of {len(sources)} {stage.from_each.stage} trials"
+    merged = {name for trial in trials for name in trial.merges}
+    groups = len(stage.merge.groups) if stage.merge.groups is not None else 1
+    return f"{groups} merged models of {len(merged)} {stage.merge.stage} trials"
+
+
+def memory_by_shape(sweep: Sweep) -> list[dict[str, Any]]:
+    """Per distinct trial shape (model and the settings memory depends on): its trials, the memory one
+    GPU and one node's host need (`imlsweep.train.memory`), and whether that fits `resources`
+    (`fits` null when the spec declares neither limit, or the model's config is not at hand)."""
+    from imlsweep.train.memory import model_shape, plan_memory, trial_shape
+    from imlsweep.train.model import architecture_config
+
+    resources = sweep.spec.resources
+    shapes: dict[Any, dict[str, Any]] = {}
+    models: dict[str, Any] = {}
+    for trial in sweep.trials:
+        model = trial.config.model
+        key = model.model_dump_json(include={"name", "dropout"})
+        if key not in models:
+            hf_config = architecture_config(model)
+            models[key] = model_shape(hf_config) if hf_config is not None else None
+        shape = trial_shape(trial.config, models[key], resources.gpus_per_node) if models[key] else None
+        entry = shapes.setdefault((key, shape), {"trials": [], "model": model.name, "shape": shape})
+        entry["trials"].append(trial.name)
+    memory = []
+    for (key, shape), entry in shapes.items():
+        if shape is None:
+            memory.append({"trials": entry["trials"], "model": entry["model"], "gpu_gb": None,
+                           "host_gb_per_node": None, "fits": None,
+                           "not_planned": "the model's config.json is not on this machine"})
+            continue
+        planned = plan_memory(models[key], shape)
+        gpu_gb = planned.device_gb if shape.gpu else None
+        limits = [(gpu_gb, resources.gpu_memory_gb), (planned.host_gb_per_node, resources.host_memory_gb)]
+        checked = [need <= limit for need, limit in limits if need is not None and limit is not None]
+        memory.append({"trials": entry["trials"], "model": entry["model"],
+                       "settings": {"workers": shape.workers, "workers_per_node": shape.workers_per_node,
+                                    "zero_stage": shape.zero_stage, "offload_optimizer": shape.offload_optimizer,
+                                    "offload_params": shape.offload_params, "precision": shape.precision,
+                                    "micro_batch_size": shape.micro_batch_size, "seq_len": shape.seq_len,
+                                    "activation_checkpointing": shape.activation_checkpointing},
+                       "gpu_gb": gpu_gb, "host_gb_per_node": planned.host_gb_per_node,
+                       "fits": all(checked) if checked else None, "detail": planned.as_dict()})
+    return memory
+
+
 def token_cache_coverage(sweep: Sweep, bytes_per_example: float) -> dict[str, Any] | None:
     """None until the corpus is built (entries are keyed by the task files' content), and where a trial
     cannot be read here (the plan's checks list why)."""
@@ -162,7 +217,8 @@ def token_cache_coverage(sweep: Sweep, bytes_per_example: float) -> dict[str, An
     if not (Path(sweep.corpus_dir) / MANIFEST_FILE).is_file():
         return None
     trials = [(trial.config.mixture, trial.config.corpus, trial.config.model.tokenizer_name,
-               cache_location(trial.config.token_cache, trial.config.corpus)) for trial in sweep.trials]
+               cache_location(trial.config.token_cache, trial.config.corpus)) for trial in sweep.trials
+              if trial.config.merge is None]
     try:
         return coverage(trials, bytes_per_example)
     except (UserError, OSError):
@@ -179,7 +235,7 @@ def format_plan(summary: dict[str, Any]) -> str:
         lines.append(f"  by setting: {sum(by_setting.values())} = " + " + ".join(
             f"{count} {setting}" for setting, count in by_setting.items()))
     for stage, count in by_stage.items():
-        parts = []
+        parts = [summary["built_on"][stage]] if stage in summary.get("built_on", {}) else []
         if summary["cells"].get(stage):
             parts.append(f"{len(summary['cells'][stage])} cells ({', '.join(summary['cells'][stage])})")
         parts += [f"{key} x{n}" for key, n in summary["axes"][stage].items()]
@@ -201,9 +257,34 @@ def format_plan(summary: dict[str, Any]) -> str:
         lines.append(f"disk: {summary['exported_models']} exported models, {summary['checkpoint_disk_gb']:.3g} GB kept; "
                      f"{summary['peak_running_checkpoint_gb']:.3g} GB of optimizer state while trials run")
     lines += kept_model_lines(summary, summary["hf_model_retention"])
+
+
+    lines += format_memory(summary["memory"], summary["resources"])
     cache = summary["token_cache"]
     if cache is not None:
         lines.append(f"token cache: {cache['cached_fraction']:.0%} of {cache['examples']} examples cached, "
                      f"{cache['bytes'] / 1e6:.3g} MB now, about {cache['expected_bytes'] / 1e6:.3g} MB after the sweep "
                      f"({', '.join(cache['locations'])})")
     return "\n".join(lines)
+
+
+def format_memory(memory: list[dict[str, Any]], resources: dict[str, Any]) -> list[str]:
+    gpu_limit, host_limit = resources.get("gpu_memory_gb"), resources.get("host_memory_gb")
+    lines = [f"memory per trial shape (GiB; GPU limit {gpu_limit or 'not declared'}, node host limit "
+             f"{host_limit or 'not declared'}):"]
+    for entry in memory:
+        trials = entry["trials"]
+        names = trials[0] + (f" and {len(trials) - 1} more" if len(trials) > 1 else "")
+        if entry["gpu_gb"] is None and entry["host_gb_per_node"] is None:
+            lines.append(f"  {names}: not planned ({entry['not_planned']})")
+            continue
+        settings, detail = entry["settings"], entry["detail"]
+        verdict = {True: "fits", False: "DOES NOT FIT", None: "not checked"}[entry["fits"]]
+        gpu = f"{entry['gpu_gb']:.1f} per GPU, " if entry["gpu_gb"] is not None else ""
+        lines.append(f"  {names} ({entry['model']}, ZeRO {settings['zero_stage']}, micro batch "
+                     f"{settings['micro_batch_size']} x {settings['seq_len']}"
+                     f"{', activation checkpointing' if settings['activation_checkpointing'] else ''}): {gpu}"
+                     f"{entry['host_gb_per_node']:.1f} host per node ({settings['workers_per_node']} workers); "
+                     f"model states {detail['model_states_gb']:.1f}, activations {detail['activations_gb']:.1f}: "
+                     f"{verdict}")
+    return lines

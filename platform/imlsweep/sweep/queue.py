@@ -1,7 +1,7 @@
 """Which trial runs next: the sweep's trials as a dependency graph, pure logic, no Ray.
 
-A trial is runnable once the trial it starts from (`depends_on`) has completed, whatever stage either is
-in. Among runnable trials the one with the longest chain of work still behind it goes first (its own
+A trial is runnable once every trial it needs has completed (the one it starts from, `depends_on`, and
+those whose weights it merges, `merges`), whatever stage any of them is in. Among runnable trials the one with the longest chain of work still behind it goes first (its own
 estimated seconds plus the longest chain of trials that start from it, transitively), so a trial that
 others wait for is never left to the end; ties keep the spec's order. Every operation is O(log n) in
 the number of trials, so a 961-trial grid costs the driver nothing per finished trial.
@@ -18,6 +18,11 @@ class QueuedTrial:
     name: str
     depends_on: str | None  # the trial it starts from; None: runnable at once
     seconds: float  # estimated run time, for the priority only
+    merges: tuple[str, ...] = ()  # the trials whose weights it merges: it waits for all of them
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ((self.depends_on,) if self.depends_on is not None else ()) + self.merges
 
 
 def chain_seconds(trials: list[QueuedTrial]) -> dict[str, float]:
@@ -26,33 +31,38 @@ def chain_seconds(trials: list[QueuedTrial]) -> dict[str, float]:
     tail = {trial.name: 0.0 for trial in trials}
     for trial in reversed(trials):
         tail[trial.name] += trial.seconds
-        if trial.depends_on in tail:
-            tail[trial.depends_on] = max(tail[trial.depends_on], tail[trial.name])
+        for need in trial.needs:
+            if need in tail:
+                tail[need] = max(tail[need], tail[trial.name])
     return tail
 
 
 class TrialQueue:
-    """`pop()` the next runnable trial; `completed(name)` releases the trials that start from it;
-    `failed(name)` drops them (they can never run). `trials` are those left to run; `done` those that
-    completed before (a resume). A trial whose dependency is neither is left out, in `unrunnable`
-    (dependency -> its trials): that dependency failed or was stopped early and will not run here."""
+    """`pop()` the next runnable trial; `completed(name)` releases the trials that need it (once all they
+    need has completed); `failed(name)` drops them (they can never run). `trials` are those left to run;
+    `done` those that completed before (a resume). A trial that needs one that is neither is left out, in
+    `unrunnable` (dependency -> its trials): that dependency failed or was stopped early and will not run here."""
 
     def __init__(self, trials: list[QueuedTrial], done: set[str] = frozenset()) -> None:
         self.order = {trial.name: index for index, trial in enumerate(trials)}
         self.priority = chain_seconds(trials)
         self.waiting: dict[str, list[str]] = {}  # dependency -> trials waiting for it
+        self.missing: dict[str, int] = {}  # trial -> dependencies it still waits for
+        self.dropped: set[str] = set()
         self.heap: list[tuple[float, int, str]] = []
         self.pending = 0  # trials queued or waiting, not yet handed out
         for trial in trials:
             if trial.name in done:
                 continue
             self.pending += 1
-            if trial.depends_on is None or trial.depends_on in done:
+            left = [need for need in trial.needs if need not in done]
+            if not left:
                 self._push(trial.name)
-            else:
-                self.waiting.setdefault(trial.depends_on, []).append(trial.name)
-        self.unrunnable = {dependency: self.failed(dependency) for dependency in list(self.waiting)
-                           if dependency not in self.order}
+            self.missing[trial.name] = len(left)
+            for need in left:
+                self.waiting.setdefault(need, []).append(trial.name)
+        self.unrunnable = {dependency: dropped for dependency in list(self.waiting) if dependency not in self.order
+                           for dropped in [self.failed(dependency)] if dropped}
 
     def _push(self, name: str) -> None:
         heapq.heappush(self.heap, (-self.priority[name], self.order[name], name))
@@ -66,13 +76,18 @@ class TrialQueue:
 
     def completed(self, name: str) -> None:
         for dependent in self.waiting.pop(name, []):
-            self._push(dependent)
+            self.missing[dependent] -= 1
+            if not self.missing[dependent] and dependent not in self.dropped:
+                self._push(dependent)
 
     def failed(self, name: str) -> list[str]:
-        """Drop every trial that starts from `name`, transitively; returns them in spec order."""
+        """Drop every trial that needs `name`, transitively; returns them in spec order."""
         dropped, stack = [], list(self.waiting.pop(name, []))
         while stack:
             dependent = stack.pop()
+            if dependent in self.dropped:  # it needs several trials that failed
+                continue
+            self.dropped.add(dependent)
             dropped.append(dependent)
             stack += self.waiting.pop(dependent, [])
         self.pending -= len(dropped)

@@ -75,7 +75,8 @@ def lower_bound(sweep: Sweep, total_gpus: float) -> dict[str, float]:
     gpus_per_trial = resources.workers * resources.gpus_per_worker
     trials = all_trials(sweep)
     seconds = [trial_seconds(trial.config, sweep.spec) for trial in trials]
-    chains = chain_seconds([QueuedTrial(trial.name, trial.depends_on, s) for trial, s in zip(trials, seconds)])
+    chains = chain_seconds([QueuedTrial(trial.name, trial.depends_on, s, tuple(trial.merges))
+                           for trial, s in zip(trials, seconds)])
     gpu_seconds = sum(seconds) * gpus_per_trial
     critical_path = max(chains.values(), default=0.0)
     return {"critical_path_s": critical_path, "gpu_seconds": gpu_seconds,

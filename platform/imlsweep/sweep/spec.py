@@ -6,6 +6,11 @@ list of values, or lists of whole sub-configs), may list named `cells` (explicit
 eight cells of the sample-efficiency study), and may train one model per task (`per_task`). A stage
 or a cell that `depends_on` a trial of an earlier stage starts from that trial's exported weights.
 A stage may instead `search` a space with Ray Tune (random or Optuna, optionally with ASHA).
+
+Two stage kinds build on finished trials of earlier stages: `from_each` starts one trial from each
+selected trial (a transfer matrix: every source task's model fine-tuned on every target task of a
+`per_task` list), and `merge` makes models by merging selected trials' weights, one per group, instead
+of training (`imlsweep.train.merging`), then evaluates them like any trial.
 """
 
 from __future__ import annotations
@@ -26,6 +31,31 @@ class Cell(StrictModel):
     labels: dict[str, Scalar] = Field(default_factory=dict,
                                       description="result columns this cell stands for (e.g. instructions: true)")
     depends_on: str | None = Field(default=None, description="trial of an earlier stage to start from")
+
+
+class TrialSelection(StrictModel):
+    """Trials of an earlier stage: those whose labels have every value in `where` (e.g. `{cell: tk_100}`)."""
+
+    stage: str
+    where: dict[str, Scalar] = Field(default_factory=dict, description="label -> value the trials have")
+
+
+class FromEach(TrialSelection):
+    """One trial per selected trial, started from its weights (a transfer matrix's sources)."""
+
+    same_task: bool = Field(default=False, description="also the pair of a source task with itself as target")
+
+
+class MergeStage(TrialSelection):
+    """The selected trials' models merged, one merged model per group (labels `merged_group` and
+    `source_models`, how many it merges), instead of training. How (`merge.method`, `merge.scale`,
+    `merge.density`) are trial keys (`imlsweep.train.merging.MergeConfig`): `set` or sweep them."""
+
+    group_label: str = Field(default="trained_task", description="the label whose values `groups` list")
+    groups: dict[str, list[Scalar]] | None = Field(default=None, description="group name -> values of "
+                                                   "`group_label`; null: one model merging all selected trials")
+    keys: list[str] = Field(default_factory=list, description="dotted keys set to the group's values (e.g. eval.tasks)")
+    versus: TrialSelection | None = Field(default=None, description="multi-task trials the report compares with")
 
 
 class PerTask(StrictModel):
@@ -75,6 +105,8 @@ class Stage(StrictModel):
     search: Search | None = None
     replicates: int = Field(default=1, ge=1, description="trials per configuration, seeds train.seed + 0..N-1; "
                             "the report pools them into intervals")
+    from_each: FromEach | None = Field(default=None, description="start one trial from each selected trial")
+    merge: MergeStage | None = Field(default=None, description="merge the selected trials' models instead of training")
 
     @field_validator("axes")
     @classmethod
@@ -88,6 +120,16 @@ class Stage(StrictModel):
     def _search_alone(self) -> "Stage":
         if self.search is not None and (self.axes or self.cells or self.per_task or self.replicates > 1):
             raise ValueError("a stage with `search` cannot also have axes, cells, per_task or replicates")
+        for kind in ("from_each", "merge"):
+            if getattr(self, kind) is None:
+                continue
+            clashes = {"from_each": kind == "merge" and self.from_each is not None, "depends_on": self.depends_on,
+                       "search": self.search, "replicates": self.replicates > 1,
+                       "cells with depends_on": any(cell.depends_on for cell in self.cells),
+                       "per_task": kind == "merge" and self.per_task is not None}
+            clashing = [key for key, present in clashes.items() if present]
+            if clashing:
+                raise ValueError(f"a stage with `{kind}` cannot also have {', '.join(clashing)}")
         names = [cell.name for cell in self.cells]
         if len(set(names)) != len(names):
             raise ValueError(f"cell names repeat: {sorted(n for n in set(names) if names.count(n) > 1)}")
@@ -101,6 +143,13 @@ class Resources(StrictModel):
     workers: int = Field(default=1, ge=1, description="Ray Train workers per trial")
     gpus_per_worker: float = Field(default=0, ge=0, description="a fraction shares a GPU between workers")
     cpus_per_worker: float = Field(default=1, gt=0)
+    gpu_memory_gb: float | None = Field(default=None, gt=0, description="memory of one GPU in GiB (80 for an "
+                                        "A100 80GB); `sweep plan` and `sweep run` refuse a trial that needs more; "
+                                        "null: not checked")
+    host_memory_gb: float | None = Field(default=None, gt=0, description="host memory of one node in GiB, checked "
+                                         "against the trial's workers on a node; null: not checked")
+    gpus_per_node: int = Field(default=8, ge=1, description="GPUs of one node: how many of a trial's workers "
+                               "share a node's host memory")
     in_process: bool = Field(
         default=True, description="single-worker trials run inside Tune's reused trial "
         "process: imports, worker start and process group are paid once per process, not per trial; such trials "

@@ -106,6 +106,8 @@ def trainable(params: dict[str, Any], context: SweepContext) -> None:
 def run_trial_here(context: SweepContext, trial: PlannedTrial) -> Any:
     if context.runner is not None:
         return context.runner(trial.config, context.sweep_dir, callbacks=())
+    if trial.config.merge is not None:
+        return run_merge_here(context, trial)
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -113,6 +115,20 @@ def run_trial_here(context: SweepContext, trial: PlannedTrial) -> Any:
 
     return run_trial(trial.config, context.sweep_dir, callbacks=[TuneReportCallback()], in_process=context.in_process,
                      on_report=tune.report)
+
+
+def run_merge_here(context: SweepContext, trial: PlannedTrial) -> Any:
+    """A merge trial in this process when trials run in process; else in a Ray task holding one worker's
+    resources (a GPU evaluates the merged model where the trial's workers would have one)."""
+    from imlsweep.train.merge_trial import run_merge_trial
+
+    if context.in_process:
+        return run_merge_trial(trial.config, context.sweep_dir)
+    import ray
+
+    train = trial.config.train
+    task = ray.remote(run_merge_trial).options(num_cpus=train.cpus_per_worker, num_gpus=train.gpus_per_worker)
+    return ray.get(task.remote(trial.config, context.sweep_dir))
 
 
 def final_report(result: TrialResult) -> dict[str, float]:

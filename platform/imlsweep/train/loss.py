@@ -1,13 +1,16 @@
 """The training loss: mean negative log-likelihood over target tokens (labels != -100).
 
-In a packed row the token after a document's last token starts the next document, so a prediction
-across a document boundary is never scored.
+In a packed decoder row the token after a document's last token starts the next document, so a
+prediction across a document boundary is never scored. A packed encoder-decoder row's targets are
+scored in place: each target document's decoder inputs restart from the decoder start token.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from imlsweep.train.attention import AttentionPath, document_mask
 
 IGNORE_INDEX = -100
 
@@ -27,22 +30,49 @@ def target_nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.T
     return nll, (targets != IGNORE_INDEX).sum()
 
 
-def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], *, mask_dtype: torch.dtype | None = None,
-               document_attention: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def document_shift_right(labels: torch.Tensor, document_ids: torch.Tensor, start_id: int, pad_id: int) -> torch.Tensor:
+    """Decoder inputs of a packed target row: each document's labels shifted right by one, starting
+    with `start_id` (what an encoder-decoder does to one target, per document)."""
+    shifted = torch.cat([torch.full_like(labels[:, :1], start_id), labels[:, :-1]], dim=1)
+    starts = torch.ones_like(document_ids, dtype=torch.bool)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    shifted[starts] = start_id
+    return shifted.masked_fill(shifted == IGNORE_INDEX, pad_id)
+
+
+def packed_seq2seq_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor], attention: AttentionPath,
+                          dtype: torch.dtype) -> torch.Tensor:
+    """Logits of packed encoder-decoder rows: the encoder row with document-diagonal attention, the
+    decoder row block-causal, each target over its own source. The encoder runs first so the decoder's
+    cross-attention gets a mask of its own (`attention_mask` with `encoder_outputs` masks only that)."""
+    module = getattr(model, "module", model)  # a DeepSpeed engine's model
+    source, target = batch["source_document_ids"], batch["target_document_ids"]
+    encoded = module.get_encoder()(input_ids=batch["input_ids"],
+                                   attention_mask=document_mask(attention, source, source, False, dtype))
+    decoder_input_ids = document_shift_right(batch["labels"], target, module.config.decoder_start_token_id,
+                                             module.config.pad_token_id)
+    return model(encoder_outputs=encoded, attention_mask=document_mask(attention, target, source, False, dtype),
+                 decoder_input_ids=decoder_input_ids,
+                 decoder_attention_mask=document_mask(attention, target, target, True, dtype)).logits
+
+
+def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], *, attention: AttentionPath = "dense_mask",
+               mask_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean target-token loss of one batch (to backpropagate) and its number of target tokens.
 
-    Decoder-only batches carry `document_ids` (packed rows); with `document_attention` the block-causal
-    mask keeps documents apart, without it (flash-attention varlen) the restarted `position_ids` do.
-    Encoder-decoder batches carry `attention_mask` and the decoder shifts the labels itself.
+    Packed decoder-only rows carry `document_ids`, packed encoder-decoder rows `source_document_ids`
+    and `target_document_ids`: the masks of `attention` (the model's path) keep their documents apart.
+    Padded encoder-decoder batches carry `attention_mask` and the decoder shifts the labels itself.
     `model` may be a DeepSpeed engine; `mask_dtype` is then its module's dtype.
     """
-    from imlsweep.train.attention import block_causal_mask
-
+    dtype = mask_dtype or model.dtype
     if "document_ids" in batch:
-        mask = block_causal_mask(batch["document_ids"], mask_dtype or model.dtype) if document_attention else None
+        mask = document_mask(attention, batch["document_ids"], batch["document_ids"], causal=True, dtype=dtype)
         logits = model(input_ids=batch["input_ids"], attention_mask=mask,
                        position_ids=batch["position_ids"]).logits[:, :-1]
         targets = shifted_targets(batch["labels"], batch["document_ids"])
+    elif "target_document_ids" in batch:
+        logits, targets = packed_seq2seq_logits(model, batch, attention, dtype), batch["labels"]
     else:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        labels=batch["labels"]).logits

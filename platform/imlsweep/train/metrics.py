@@ -55,3 +55,17 @@ def model_flops_utilization(n_params: int, n_layers: int, hidden: int, seq_len: 
 def records_up_to(records: list[dict], step: int) -> list[dict]:
     """An earlier attempt's metrics.jsonl records up to the step training resumes from."""
     return [record for record in records if record.get("step", 0) <= step]
+
+
+def peak_memory_bytes(use_gpu: bool) -> list[float]:
+    """[this process's peak resident host memory, its peak GPU memory allocated (0 on CPU)] in bytes:
+    what a trial's memory plan is checked against. The host figure is the process's since it started
+    (an in-process trial's includes the trials its process ran before)."""
+    import resource
+    import sys
+
+    import torch
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    host = float(rss if sys.platform == "darwin" else rss * 1024)  # macOS reports bytes, Linux KiB
+    return [host, float(torch.cuda.max_memory_allocated()) if use_gpu else 0.0]

@@ -14,9 +14,11 @@ from typing import Literal
 from pydantic import Field
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, PretrainedConfig, PreTrainedModel
 
-from imlsweep.assets import TINY_MODELS_DIR
+from imlsweep.assets import HUB_CONFIGS_DIR, TINY_MODELS_DIR
 from imlsweep.config import StrictModel
 from imlsweep.data.tokenizer import TINY_TOKENIZER
+from imlsweep.train.attention import (AttentionPath, attention_dropout, choose_attention_path, flash_attn_installed,
+                                      torch_has_flex)
 from imlsweep.errors import UserError
 from imlsweep import storage
 
@@ -44,9 +46,7 @@ class ModelConfig(StrictModel):
 def model_config(config: ModelConfig) -> PretrainedConfig:
     """The transformers config, without loading weights; fails early on an unknown model."""
     if config.is_tiny:
-        values = json.loads((TINY_MODELS_DIR / f"{config.name}.json").read_text())
-        model_type = values.pop("model_type")
-        hf_config = AutoConfig.for_model(model_type, **values)
+        hf_config = config_from_file(TINY_MODELS_DIR / f"{config.name}.json")
     else:
         if looks_like_path(config.name) and not Path(config.name).exists():
             raise UserError(f"model.name: local path {config.name!r} does not exist")
@@ -55,11 +55,38 @@ def model_config(config: ModelConfig) -> PretrainedConfig:
         except (OSError, ValueError) as error:
             raise UserError(f"model.name: {config.name!r} is neither a bundled tiny model, a local folder "
                             f"nor a reachable hub id ({error})") from None
-    if config.dropout is not None:
+    return with_dropout(hf_config, config.dropout)
+
+
+def architecture_config(config: ModelConfig) -> PretrainedConfig | None:
+    """The model's config without weights or network (what the memory planner reads): a bundled tiny
+    model, a local folder, the Hugging Face cache, or the package's copy of a study model's config.json
+    (`assets/hub_configs/<owner>--<name>.json`); None when none of them has it."""
+    if config.is_tiny or Path(config.name).expanduser().is_dir():
+        try:
+            return model_config(config)
+        except UserError:
+            return None
+    try:
+        return with_dropout(AutoConfig.from_pretrained(config.name, local_files_only=True), config.dropout)
+    except (OSError, ValueError):
+        bundled = HUB_CONFIGS_DIR / f"{config.name.replace('/', '--')}.json"
+        return with_dropout(config_from_file(bundled), config.dropout) if bundled.is_file() else None
+
+
+def config_from_file(path: Path) -> PretrainedConfig:
+    values = json.loads(path.read_text())
+    model_type = values.pop("model_type")
+    return AutoConfig.for_model(model_type, **values)
+
+
+def with_dropout(hf_config: PretrainedConfig, dropout: float | None) -> PretrainedConfig:
+    """Every dropout rate of the config set to `dropout` (None keeps the model's)."""
+    if dropout is not None:
         for key in ("dropout", "dropout_rate", "attention_dropout", "hidden_dropout", "embd_pdrop",
                     "resid_pdrop", "attn_pdrop", "hidden_dropout_prob", "attention_probs_dropout_prob"):
             if hasattr(hf_config, key):
-                setattr(hf_config, key, config.dropout)
+                setattr(hf_config, key, dropout)
     return hf_config
 
 
@@ -67,10 +94,45 @@ def model_kind(hf_config: PretrainedConfig) -> ModelKind:
     return "seq2seq" if hf_config.is_encoder_decoder else "causal"
 
 
+def auto_class(hf_config: PretrainedConfig) -> type:
+    return AutoModelForSeq2SeqLM if model_kind(hf_config) == "seq2seq" else AutoModelForCausalLM
+
+
+def attention_path(hf_config: PretrainedConfig, use_gpu: bool) -> AttentionPath:
+    """The document-attention path of a trial on this machine (see `imlsweep.train.attention`)."""
+    cls = model_class(hf_config)
+    return choose_attention_path(use_gpu=use_gpu, flash_attn_installed=flash_attn_installed(),
+                                 torch_has_flex=torch_has_flex(), encoder_decoder=model_kind(hf_config) == "seq2seq",
+                                 model_supports_flash=bool(getattr(cls, "_supports_flash_attn", False)),
+                                 model_supports_flex=bool(getattr(cls, "_supports_flex_attn", False)),
+                                 attention_dropout=attention_dropout(hf_config))
+
+
+def model_class(hf_config: PretrainedConfig) -> type[PreTrainedModel]:
+    """The class `load_model` builds for a config, without building it."""
+    return auto_class(hf_config)._model_mapping[type(hf_config)]
+
+
+def cannot_checkpoint_activations(hf_config: PretrainedConfig) -> str | None:
+    """Why the model of `hf_config` cannot take `train.activation_checkpointing`, or None when it can."""
+    cls = model_class(hf_config)
+    return None if cls.supports_gradient_checkpointing else f"{cls.__name__} cannot checkpoint activations"
+
+
+def enable_activation_checkpointing(model: PreTrainedModel) -> None:
+    """Each layer's activations recomputed in the backward pass. Non-reentrant checkpointing: it takes
+    the 4-D document mask and keyword arguments of packed rows, and restores the RNG state, so dropout
+    draws the same masks when a layer is recomputed."""
+    problem = cannot_checkpoint_activations(model.config)
+    if problem:
+        raise UserError(f"train.activation_checkpointing: {problem}")
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+
 def load_model(config: ModelConfig, init_from: str | None = None,
                attn_implementation: str | None = None) -> PreTrainedModel:
     """Weights from `init_from` (an HF folder) if given, else the model's own, else a seeded init.
-    `attn_implementation` (e.g. `flash_attention_2`) is passed to transformers when set."""
+    `attn_implementation` (e.g. `flex_attention`, see `attention_path`) is passed to transformers when set."""
     if init_from is not None and storage.is_remote(init_from):
         # transformers loads local folders only: an s3:// / gs:// folder (an earlier stage's hf_model) is copied first
         with tempfile.TemporaryDirectory() as local_copy:
@@ -79,7 +141,7 @@ def load_model(config: ModelConfig, init_from: str | None = None,
     import torch
 
     hf_config = model_config(config)
-    auto = AutoModelForSeq2SeqLM if model_kind(hf_config) == "seq2seq" else AutoModelForCausalLM
+    auto = auto_class(hf_config)
     source = init_from or (None if config.is_tiny else config.name)
     options = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if source is None:

@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 from imlsweep.train.checkpoints import Progress, checkpoint_due, export_hf, load_state, save_state
 from imlsweep.train.config import TrainConfig, TrialConfig
-from imlsweep.train.metrics import Window, model_flops_utilization, peak_flops, records_up_to, window_metrics
+from imlsweep.train.metrics import (Window, model_flops_utilization, peak_flops, peak_memory_bytes, records_up_to,
+                                    window_metrics)
 from imlsweep.trial_dir import TrialDir, checkpoint_dir_name
 
 TRAIN_DATASET = "train"
@@ -85,16 +86,22 @@ class WorkerRun:
 
         from imlsweep.data.tokenizer import load_tokenizer
         from imlsweep.train.engine import initialize_engine
-        from imlsweep.train.model import load_model, model_kind
+        from imlsweep.train.attention import IMPLEMENTATIONS
+        from imlsweep.train.model import (attention_path, enable_activation_checkpointing, load_model, model_config,
+                                          model_kind)
         from imlsweep.train.schedule import lr_scheduler
 
         self.setup, self.session = setup, session
         self.config: TrialConfig = setup.config
         self.train: TrainConfig = setup.config.train
         torch.manual_seed(self.train.seed)
-        self.flash = self.train.use_gpu and flash_attention_available()
+        # the same on every rank: the path depends on the model, the trial's devices and what is installed
+        self.attention = attention_path(model_config(self.config.model), self.train.use_gpu)
         self.model = load_model(self.config.model, self.config.init_from,
-                                attn_implementation="flash_attention_2" if self.flash else None)
+                                attn_implementation=IMPLEMENTATIONS[self.attention])
+        self.model.train()  # from_pretrained returns a model in eval mode: no dropout, no activation checkpointing
+        if self.train.activation_checkpointing:
+            enable_activation_checkpointing(self.model)
         self.kind = model_kind(self.model.config)
         self.tokenizer = load_tokenizer(self.config.model.tokenizer_name)
         self.engine, self.scheduler = initialize_engine(self.model, setup.deepspeed,
@@ -130,7 +137,8 @@ class WorkerRun:
             for batch in iter_train_batches(self.session.shard, self.train.micro_batch_size, self.kind,
                                             pad_token_id=self.tokenizer.pad_token_id,
                                             skip_batches=self.progress.batches_in_epoch,
-                                            seed=self.train.seed + self.progress.epoch):
+                                            seed=self.train.seed + self.progress.epoch,
+                                            pack_seq2seq=self.config.mixture.pack_seq2seq):
                 yield {key: value.to(self.engine.device) for key, value in batch.items()}
             if self.progress.batches_in_epoch == 0:
                 raise RuntimeError(f"worker {self.session.rank}: its shard yields no batch of "
@@ -144,8 +152,7 @@ class WorkerRun:
         optimizer stepped."""
         from imlsweep.train.loss import batch_loss
 
-        loss, target_tokens = batch_loss(self.engine, batch, mask_dtype=self.model.dtype,
-                                         document_attention=not self.flash)
+        loss, target_tokens = batch_loss(self.engine, batch, attention=self.attention, mask_dtype=self.model.dtype)
         self.engine.backward(loss)
         boundary = self.engine.is_gradient_accumulation_boundary()
         self.engine.step()
@@ -194,9 +201,14 @@ class WorkerRun:
                    "lr": self.scheduler.get_last_lr()[0],
                    "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
                    "train_tokens": progress.train_tokens, "train_examples": progress.train_examples,
-                   "train_time_s": progress.train_time_s}
+                   "train_time_s": progress.train_time_s, "attention_path": self.attention}
         if self.resumed_from_step is not None:
             metrics["resumed_from_step"] = self.resumed_from_step
+        peaks = torch.tensor(peak_memory_bytes(self.train.use_gpu), dtype=torch.float64, device=self.engine.device)
+        torch.distributed.all_reduce(peaks, op=torch.distributed.ReduceOp.MAX)  # the fullest worker's
+        metrics["peak_host_memory_gb"] = peaks[0].item() / 2**30
+        if self.train.use_gpu:
+            metrics["peak_gpu_memory_gb"] = peaks[1].item() / 2**30
         if self.device_peak:
             metrics["mfu"] = model_flops_utilization(self.n_params, self.model.config.num_hidden_layers,
                                                      self.model.config.hidden_size, self.seq_len,
@@ -258,12 +270,7 @@ def batch_sizes(batch: dict[str, Any]) -> tuple[int, int]:
     if "document_ids" in batch:
         document_ids = batch["document_ids"]
         return int((document_ids >= 0).sum()), int((document_ids.max(dim=1).values + 1).sum())
+    if "target_document_ids" in batch:
+        source, target = batch["source_document_ids"], batch["target_document_ids"]
+        return int((source >= 0).sum() + (target >= 0).sum()), int((target.max(dim=1).values + 1).sum())
     return int(batch["attention_mask"].sum() + (batch["labels"] >= 0).sum()), int(batch["input_ids"].shape[0])
-
-
-def flash_attention_available() -> bool:
-    try:
-        import flash_attn  # noqa: F401
-    except ImportError:
-        return False
-    return True

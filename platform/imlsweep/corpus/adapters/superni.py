@@ -54,6 +54,18 @@ def parse_demonstrations(value: Any, field: str) -> list[dict]:
     return demonstrations
 
 
+def checked_instance(item: Any, index: int, task_id: str) -> Example:
+    where = f"Instances[{index}]"
+    if not isinstance(item, dict):
+        raise TaskProblem(where, "expected an object with id, input, output")
+    if "output" not in item:
+        raise TaskProblem(f"{where}.output", "missing")
+    example_id = item.get("id", f"{task_id}-{index}")
+    return Example(input=require_text(item.get("input"), f"{where}.input"),
+                   outputs=require_text_list(item["output"], f"{where}.output"),
+                   example_id=require_text(example_id, f"{where}.id"))
+
+
 def parse_instances(value: Any, task_id: str) -> list[Example]:
     if value is None:
         raise TaskProblem("Instances", "missing")
@@ -61,19 +73,15 @@ def parse_instances(value: Any, task_id: str) -> list[Example]:
         raise TaskProblem("Instances", "expected a non-empty list of instances")
     examples = []
     for index, item in enumerate(value):
-        where = f"Instances[{index}]"
-        if not isinstance(item, dict):
-            raise TaskProblem(where, "expected an object with id, input, output")
-        if "output" not in item:
-            raise TaskProblem(f"{where}.output", "missing")
-        example_id = item.get("id", f"{task_id}-{index}")
-        examples.append(
-            Example(
-                input=require_text(item.get("input"), f"{where}.input"),
-                outputs=require_text_list(item["output"], f"{where}.output"),
-                example_id=require_text(example_id, f"{where}.id"),
-            )
-        )
+        # The well-formed instance, checked inline (millions of them in the full benchmark); anything else
+        # goes through `checked_instance`, which names what is wrong.
+        if type(item) is dict:
+            text, outputs, example_id = item.get("input"), item.get("output"), item.get("id", None)
+            if (type(text) is str and type(outputs) is list and outputs and type(example_id) is str
+                    and all(type(output) is str for output in outputs)):
+                examples.append(Example(text, outputs, example_id))
+                continue
+        examples.append(checked_instance(item, index, task_id))
     return examples
 
 

@@ -1,0 +1,105 @@
+"""The memory planner's arithmetic: model states as DeepSpeed's own estimators give them, activations as
+Korthikanti et al. (2022) count them, a model's shape from its config alone."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from imlsweep.train.config import TrialConfig
+from imlsweep.train.memory import (GIB, ModelShape, TrialShape, activation_bytes, layer_activation_bytes,
+                                   model_shape, model_states_bytes, plan_memory, trial_shape)
+from imlsweep.train.model import ModelConfig, architecture_config, load_model
+
+MODEL = ModelShape(params=1_300_000_000, largest_module_params=100_000_000, hidden=2048, ffn=8192, heads=32,
+                   layers=24, decoder_layers=0, vocab=50272, gated_ffn=False, dropout=True, load_bytes=2)
+TRIAL = TrialShape(workers=16, workers_per_node=8, gpu=True, zero_stage=2, offload_optimizer=False,
+                   offload_params=False, precision="bf16", micro_batch_size=4, seq_len=2048, target_len=128,
+                   activation_checkpointing=False)
+
+
+def with_settings(**settings) -> TrialShape:
+    return dataclasses.replace(TRIAL, **settings)
+
+
+def test_gpu_model_states_are_deepspeeds_estimates():
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+    params, largest = MODEL.params, MODEL.largest_module_params
+    for offload in (False, True):
+        _, gpu = estimate_zero2_model_states_mem_needs(params, num_gpus_per_node=8, num_nodes=2, cpu_offload=offload)
+        assert model_states_bytes(MODEL, with_settings(offload_optimizer=offload))[0] == pytest.approx(gpu, rel=1e-6)
+    for offload, offload_params in [(False, False), (True, False), (True, True)]:
+        _, gpu, _ = estimate_zero3_model_states_mem_needs(params, largest, num_gpus_per_node=8, num_nodes=2,
+                                                          cpu_offload=offload, cpu_offload_params=offload_params)
+        trial = with_settings(zero_stage=3, offload_optimizer=offload, offload_params=offload_params)
+        assert model_states_bytes(MODEL, trial)[0] == pytest.approx(gpu, rel=1e-6)
+    # what leaves the GPU goes to the host: the 16-byte optimizer partition, and ZeRO-3's parameter shard
+    assert model_states_bytes(MODEL, with_settings(offload_optimizer=True))[1] == 16 * params / 16
+    assert model_states_bytes(MODEL, with_settings(zero_stage=3, offload_optimizer=True, offload_params=True))[1] == \
+        pytest.approx(18 * params / 16)
+    # stage 0 holds everything: bf16 weights and gradients, fp32 master copy and Adam moments (20 bytes);
+    # fp32 needs no master copy (16); each stage holds less than the one before
+    assert model_states_bytes(MODEL, with_settings(zero_stage=0))[0] == 20 * params
+    assert model_states_bytes(MODEL, with_settings(zero_stage=0, precision="fp32"))[0] == 16 * params
+    per_stage = [model_states_bytes(MODEL, with_settings(zero_stage=stage))[0] for stage in range(4)]
+    assert per_stage == sorted(per_stage, reverse=True) and len(set(per_stage)) == 4
+
+
+def test_activations_follow_korthikanti_and_checkpointing_keeps_layer_inputs():
+    s, b, h = TRIAL.seq_len, TRIAL.micro_batch_size, MODEL.hidden
+    # 16-bit activations, dropout, a 4h feed-forward: 34·sbh per layer (the fused attention has no 5as/h term)
+    assert layer_activation_bytes(s, b, MODEL, e=2) == 34 * s * b * h
+    logits = b * s * MODEL.vocab * (2 * 2 + 12)
+    mask = b * s * s * 2
+    full = activation_bytes(MODEL, TRIAL)
+    assert full == MODEL.layers * 34 * s * b * h + logits + mask
+    checkpointed = activation_bytes(MODEL, with_settings(activation_checkpointing=True))
+    assert checkpointed == MODEL.layers * 2 * s * b * h + 34 * s * b * h + logits + mask
+    # fp32 doubles every element but the dropout masks; a gated feed-forward keeps two more sbf tensors
+    assert layer_activation_bytes(s, b, MODEL, e=4) == (4 * 5 + 1 + 4 + 1 + 2 * 4) * s * b * h + 2 * 4 * s * b * MODEL.ffn
+    gated = dataclasses.replace(MODEL, gated_ffn=True)
+    assert layer_activation_bytes(s, b, gated, e=2) - layer_activation_bytes(s, b, MODEL, e=2) == 2 * 2 * s * b * MODEL.ffn
+
+
+def test_memory_plan_per_gpu_and_per_node():
+    plan = plan_memory(MODEL, TRIAL)
+    states, _ = model_states_bytes(MODEL, TRIAL)
+    assert plan.device_gb == pytest.approx((states + activation_bytes(MODEL, TRIAL)) / GIB + 2.5)
+    # every worker loads the whole model on the host (bf16 checkpoint here) before DeepSpeed takes it
+    assert plan.host_gb_per_worker == pytest.approx(1.3 + MODEL.params * 2 / GIB)
+    assert plan.host_gb_per_node == pytest.approx(8 * plan.host_gb_per_worker)
+    cpu = plan_memory(MODEL, with_settings(gpu=False))
+    assert cpu.host_gb_per_worker == cpu.device_gb > plan.device_gb - 2.5
+
+
+def test_model_shape_from_the_config_alone():
+    tiny = model_shape(architecture_config(ModelConfig(name="tiny-llama")))
+    model = load_model(ModelConfig(name="tiny-llama"))
+    assert tiny.params == sum(p.numel() for p in model.parameters())
+    assert (tiny.hidden, tiny.ffn, tiny.layers, tiny.vocab, tiny.gated_ffn) == (64, 128, 2, 2048, True)
+    t5 = model_shape(architecture_config(ModelConfig(name="tiny-t5")))
+    assert t5.seq2seq and t5.decoder_layers == 2 and t5.gated_ffn
+    # the study models plan offline from the package's copies of their config.json
+    opt = model_shape(architecture_config(ModelConfig(name="facebook/opt-30b")))
+    assert 29.9e9 < opt.params < 30.1e9 and opt.load_bytes == 2 and opt.largest_module_params == 50272 * 7168
+    tk = model_shape(architecture_config(ModelConfig(name="allenai/tk-instruct-3b-def-pos")))
+    assert 2.7e9 < tk.params < 2.9e9 and tk.seq2seq and tk.load_bytes == 4
+    assert architecture_config(ModelConfig(name="someone/unknown-model")) is None
+
+
+def test_trial_shape_reads_the_trial_settings():
+    config = TrialConfig.model_validate({
+        "name": "t", "corpus": "c", "model": {"name": "tiny-t5"},
+        "mixture": {"max_source_length": 300, "max_target_length": 40, "pack_seq2seq": True},
+        "train": {"workers": 12, "gpus_per_worker": 1, "zero_stage": 3, "micro_batch_size": 2,
+                  "activation_checkpointing": True}})
+    shape = trial_shape(config, model_shape(architecture_config(config.model)), gpus_per_node=8)
+    assert (shape.workers, shape.workers_per_node, shape.seq_len, shape.target_len) == (12, 8, 300, 40)
+    assert shape.zero_stage == 3 and shape.activation_checkpointing and shape.gpu and shape.packed_seq2seq
+    # packed rows carry dense encoder, decoder and cross-attention document masks
+    t5 = model_shape(architecture_config(config.model))
+    padded = dataclasses.replace(shape, packed_seq2seq=False)
+    assert activation_bytes(t5, shape) - activation_bytes(t5, padded) == 2 * (300**2 + 40**2 + 300 * 40) * 2  # bf16
