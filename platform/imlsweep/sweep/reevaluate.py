@@ -94,7 +94,8 @@ def prepare(sweep_dir: str, eval_file: str | Path, name: str | None) -> SweepEva
             continue
         trial_dir = sweep.trial_dir(planned.name)
         result = trial_dir.read_result()
-        if result is None or result.hf_model_dir is None or not storage.is_dir(result.hf_model_dir):
+        # the model in this sweep directory (a sweep copied or synced elsewhere has it there, not where it ran)
+        if result is None or result.hf_model_dir is None or not storage.is_dir(trial_dir.hf_model):
             without_model.append(planned.name)
             continue
         config = validate_config(trial_dir.read_config_data(), TrialConfig, trial_dir.file(CONFIG_FILE))
@@ -137,7 +138,7 @@ def evaluate_trial(evaluation: SweepEvaluation, rescored: Rescored) -> dict[str,
 
     sweep, trial = evaluation.sweep, rescored.trial
     trial_dir = sweep.trial_dir(trial.name)
-    model = load_model(trial.config.model, init_from=rescored.result.hf_model_dir)
+    model = load_model(trial.config.model, init_from=trial_dir.hf_model)
     tokenizer = cached_tokenizer(trial.config.model.tokenizer_name)
     evaluated = trial_dir.evaluation(evaluation.name)
     metrics = evaluate_in_worker(model, tokenizer, trial.config, evaluated, world_rank=0, world_size=1)
