@@ -101,3 +101,18 @@ def test_without_a_corpus_the_spec_figures_stand_in(quickstart):
     assert estimate.tokens == estimate.examples * figures.tokens_per_example
     assert estimate.eval_items == 2 * config.eval.max_per_task
     assert not np.isnan(estimate.seconds)
+
+
+def test_simulation_sleeps_for_the_corpus_estimates(quickstart):
+    """`sweep simulate` holds each trial for the plan's estimate from the built corpus, and its lower bound
+    is the longest chain of those (here: the quickstart's longest trial, none depends on another)."""
+    from imlsweep.sweep.simulate import lower_bound, trial_durations
+
+    sweep, estimator = quickstart
+    durations = trial_durations(sweep, estimator)
+    assert set(durations) == {trial.name for trial in sweep.trials}
+    name = "multi_task-inst_all"
+    assert durations[name] == pytest.approx(estimator.trial(sweep.trials_by_name[name].config).seconds)
+    assert durations != trial_durations(sweep, Estimator(sweep.spec))  # the spec's figures alone differ
+    bound = lower_bound(sweep, total_gpus=1e9, durations=durations)
+    assert bound["lower_bound_s"] == bound["critical_path_s"] == pytest.approx(max(durations.values()))

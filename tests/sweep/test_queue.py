@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from imlsweep.sweep.estimate import Estimator
 from imlsweep.sweep.queue import QueuedTrial, TrialQueue, chain_seconds
 from imlsweep.sweep.search_space import sample_params
+from imlsweep.sweep.simulate import lower_bound, trial_durations
 from imlsweep.sweep.spec import Search
+from imlsweep.sweep.state import all_trials
+from imlsweep.sweep.sweep import open_spec
+
+SWEEPS = Path(__file__).parents[2] / "sweeps"
 
 
 def grid() -> list[QueuedTrial]:
@@ -78,3 +86,25 @@ def test_random_search_samples_are_a_function_of_seed_and_index():
     assert all(1e-5 <= s["train.lr"] <= 1e-2 and s["train.micro_batch_size"] in (4, 8)
                and 0 <= s["train.warmup_steps"] < 10 for s in first)
     assert sample_params(search.model_copy(update={"seed": 8}), 0) != first[0]
+
+
+def test_the_961_grid_runs_independent_trials_while_prefinetune_trains():
+    """The shipped grid's queue, as the driver builds it: the 720 trials that start from the base model (714
+    of them single-task) are handed out at once, longest chain first; the 240 that start from `prefinetune`
+    wait for it; every trial is handed out exactly once; the lower bound is the longest chain."""
+    sweep = open_spec(SWEEPS / "stl_mtl_sample_efficiency.yaml")
+    durations = trial_durations(sweep, Estimator(sweep.spec))
+    trials = all_trials(sweep)
+    queue = TrialQueue([QueuedTrial(trial.name, trial.depends_on, durations[trial.name]) for trial in trials])
+    first_wave = drain(queue)
+    waiting = [trial.name for trial in trials if trial.depends_on]
+    assert len(trials) == 961 and len(waiting) == 240 and len(first_wave) == 721  # 720 and prefinetune
+    assert {trial.depends_on for trial in trials if trial.depends_on} == {"prefinetune-f_m1"}
+    assert "prefinetune-f_m1" in first_wave
+    chains = chain_seconds([QueuedTrial(t.name, t.depends_on, durations[t.name]) for t in trials])
+    assert [chains[name] for name in first_wave] == sorted((chains[name] for name in first_wave), reverse=True)
+    queue.completed("prefinetune-f_m1")
+    assert sorted(first_wave + drain(queue)) == sorted(trial.name for trial in trials) and queue.exhausted
+    bound = lower_bound(sweep, 128, durations)
+    assert bound["critical_path_s"] == max(chains.values())
+    assert bound["lower_bound_s"] == max(bound["critical_path_s"], bound["gpu_seconds"] / 128)

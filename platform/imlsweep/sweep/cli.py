@@ -180,16 +180,26 @@ def eval_command(args: argparse.Namespace) -> int:
 
 
 def simulate_command(args: argparse.Namespace) -> int:
+    from imlsweep.config import ConfigError
+    from imlsweep.sweep.checks import check_sweep, open_built_corpus
+    from imlsweep.sweep.estimate import Estimator
     from imlsweep.sweep.simulate import format_simulation, simulate, simulated_cluster
     from imlsweep.sweep.sweep import open_spec
 
     sweeps = [open_spec(path) for path in args.specs]  # every spec is validated before any cluster starts
+    estimators = []
+    for sweep in sweeps:  # estimates from the built corpus where it can be had here (as `sweep plan`)
+        corpus, _ = open_built_corpus(sweep)
+        wrong = [problem.line(sweep.source) for problem in check_sweep(sweep, corpus) if problem.kind == "wrong"]
+        if wrong:
+            raise ConfigError("\n".join(wrong))
+        estimators.append(Estimator(sweep.spec, corpus))
     cpus_per_node = args.cpus_per_node or max(node_cpus(sweep.spec, args.gpus_per_node) for sweep in sweeps)
     results = []
     with simulated_cluster(args.nodes, args.gpus_per_node, cpus_per_node):
-        for sweep in sweeps:
-            figures = simulate(sweep, nodes=args.nodes, gpus_per_node=args.gpus_per_node, cpus_per_node=cpus_per_node,
-                               time_scale=args.time_scale)
+        for sweep, estimator in zip(sweeps, estimators):
+            figures = simulate(sweep, estimator, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+                               cpus_per_node=cpus_per_node, time_scale=args.time_scale)
             print(format_simulation(figures), file=sys.stderr)
             results.append(figures)
     if args.json:

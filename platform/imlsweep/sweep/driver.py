@@ -25,7 +25,8 @@ from collections import Counter
 from typing import Any
 
 from imlsweep.sweep.expand import PlannedTrial
-from imlsweep.sweep.plan import max_concurrent_trials, plan_summary, trial_seconds
+from imlsweep.sweep.estimate import Estimator
+from imlsweep.sweep.plan import max_concurrent_trials, plan_summary
 from imlsweep.sweep.queue import QueuedTrial, TrialQueue
 from imlsweep.sweep.results import DEFAULT_EVAL, other_evaluations, trial_rows, write_table
 from imlsweep.sweep.scheduling import QueueEntry, StageScheduler, SweepSearcher
@@ -106,8 +107,10 @@ def progress_callback(sweep: Sweep, context: SweepContext, book: ResultsBook, to
     return SweepProgress()
 
 
-def sweep_queue(sweep: Sweep, trials: list[PlannedTrial], files) -> tuple[TrialQueue, dict[str, QueueEntry]]:
-    """The queue of the trials left to run; the done ones release their dependents at once."""
+def sweep_queue(sweep: Sweep, trials: list[PlannedTrial], files,
+                estimator: Estimator) -> tuple[TrialQueue, dict[str, QueueEntry]]:
+    """The queue of the trials left to run, longest estimated chain first; the done ones release their
+    dependents at once."""
     search_stages = {stage.name for stage in sweep.spec.stages if stage.search is not None}
     entries, queued = {}, []
     per_stage: Counter = Counter()
@@ -117,28 +120,31 @@ def sweep_queue(sweep: Sweep, trials: list[PlannedTrial], files) -> tuple[TrialQ
         if is_done(files, trial.name):
             continue
         entries[trial.name] = QueueEntry(stage=trial.stage, search_index=index)
-        queued.append(QueuedTrial(trial.name, trial.depends_on, trial_seconds(trial.config, sweep.spec),
+        queued.append(QueuedTrial(trial.name, trial.depends_on, estimator.trial(trial.config).seconds,
                                   tuple(trial.merges)))
     completed = {trial.name for trial in trials if is_completed(files, trial.name)}
     return TrialQueue(queued, done=completed), entries
 
 
 def run_sweep(sweep: Sweep, *, runner: TrialRunner | None = None, holds_workers: bool = False,
-              callbacks: tuple[Any, ...] = ()) -> dict[str, Any]:
+              callbacks: tuple[Any, ...] = (), estimator: Estimator | None = None) -> dict[str, Any]:
     """Run (or resume) the sweep; returns the final status. Ray must be initialised and the corpus built
     (`imlsweep.sweep.corpus.ensure_corpus`). `runner` replaces the trainer (tests, `sweep simulate`);
-    `holds_workers`: the trainable holds every worker's resources itself; `callbacks`: more Tune callbacks."""
+    `holds_workers`: the trainable holds every worker's resources itself; `callbacks`: more Tune callbacks;
+    `estimator`: the trials' estimates for plan.json and the queue's order (default: from the built corpus)."""
     import ray
 
+    from imlsweep.corpus.store import Corpus
     from imlsweep.sweep.state import sweep_status
 
     cluster = ray.cluster_resources()
+    estimator = estimator or Estimator(sweep.spec, Corpus.open(sweep.corpus_dir))
     sweep.write_spec()
-    sweep.write_plan(plan_summary(sweep, cluster))
+    sweep.write_plan(plan_summary(sweep, cluster, estimator))
     concurrency = max_concurrent_trials(sweep.spec, cluster)
     trials = all_trials(sweep)
     files = trial_files(sweep.uri)
-    queue, entries = sweep_queue(sweep, trials, files)
+    queue, entries = sweep_queue(sweep, trials, files, estimator)
     totals = Counter(trial.stage for trial in trials)
     done = Counter(trial.stage for trial in trials if is_done(files, trial.name))
     log(f"sweep {sweep.spec.name}: {sweep.uri} (corpus {sweep.corpus_dir})")

@@ -19,7 +19,6 @@ from imlsweep.sweep.estimate import Estimator
 from imlsweep.sweep.expand import PlannedTrial
 from imlsweep.sweep.spec import SweepSpec
 from imlsweep.sweep.sweep import Sweep
-from imlsweep.train.config import TrialConfig
 
 # Optimizer state of a running trial: fp32 master weights + two Adam moments.
 OPTIMIZER_BYTES_PER_PARAM = 12
@@ -55,11 +54,6 @@ def model_params(name: str) -> float | None:
         if re.search(rf"(?<![a-z]){size}(?![a-z])", stem):
             return NAMED_SIZES[size]
     return None
-
-
-def trial_seconds(config: TrialConfig, spec: SweepSpec) -> float:
-    """A trial's estimated wall seconds from the spec's figures alone (no corpus at hand)."""
-    return Estimator(spec).trial(config).seconds
 
 
 def trials_by_label(trials: list[PlannedTrial], label: str, weights: dict[str, float]) -> dict[str, int]:

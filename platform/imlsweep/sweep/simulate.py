@@ -5,7 +5,8 @@ that holds its resources for its estimated duration times a time scale and repor
 Figures are reported at scale 1 (as the real sweep would take): the makespan (first trial start to last
 trial end), the lower bound max(critical path, GPU-seconds / GPUs), GPU utilisation, the critical path
 itself, and the driver's own CPU seconds per trial (its process time over the run: Tune's loop, the
-searcher, the callbacks, the results table).
+searcher, the callbacks, the results table). A trial's duration is the plan's estimate (`Estimator`): from
+the built corpus where it can be had here, else from the spec's figures (`estimated_from_corpus` says which).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from imlsweep.sweep.plan import trial_seconds
+from imlsweep.sweep.estimate import Estimator
 from imlsweep.sweep.queue import QueuedTrial, chain_seconds
 from imlsweep.sweep.spec import SweepSpec
 from imlsweep.sweep.state import all_trials
@@ -46,7 +47,7 @@ class SimulatedRunner:
     """Holds the trial's resources (in its trainable) for its estimated seconds x `time_scale`, reporting a
     falling loss four times on the way, as a training trial reports to Tune."""
 
-    spec: SweepSpec
+    seconds: dict[str, float]  # trial name -> estimated seconds at scale 1
     time_scale: float
     reports: int = 4
 
@@ -55,7 +56,7 @@ class SimulatedRunner:
 
         from imlsweep.trial_dir import TrialDir
 
-        seconds = trial_seconds(config, self.spec)
+        seconds = self.seconds[config.name]
         for report in range(1, self.reports + 1):
             time.sleep(seconds * self.time_scale / self.reports)
             tune.report({"step": report, "loss": 1.0 / report, "train_time_s": seconds * report / self.reports})
@@ -69,15 +70,18 @@ def simulated_spec(spec: SweepSpec) -> SweepSpec:
     return spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"wandb": False})})
 
 
-def lower_bound(sweep: Sweep, total_gpus: float) -> dict[str, float]:
-    """max(critical path, GPU-seconds / GPUs) at scale 1, from the estimates the runner sleeps for."""
+def trial_durations(sweep: Sweep, estimator: Estimator) -> dict[str, float]:
+    """Every trial's estimated seconds at scale 1 (search samples included): what its runner sleeps for."""
+    return {trial.name: estimator.trial(trial.config).seconds for trial in all_trials(sweep)}
+
+
+def lower_bound(sweep: Sweep, total_gpus: float, durations: dict[str, float]) -> dict[str, float]:
+    """max(critical path, GPU-seconds / GPUs) at scale 1, from the trials' `durations`."""
     resources = sweep.spec.resources
     gpus_per_trial = resources.workers * resources.gpus_per_worker
-    trials = all_trials(sweep)
-    seconds = [trial_seconds(trial.config, sweep.spec) for trial in trials]
-    chains = chain_seconds([QueuedTrial(trial.name, trial.depends_on, s, tuple(trial.merges))
-                           for trial, s in zip(trials, seconds)])
-    gpu_seconds = sum(seconds) * gpus_per_trial
+    chains = chain_seconds([QueuedTrial(trial.name, trial.depends_on, durations[trial.name], tuple(trial.merges))
+                            for trial in all_trials(sweep)])
+    gpu_seconds = sum(durations.values()) * gpus_per_trial
     critical_path = max(chains.values(), default=0.0)
     return {"critical_path_s": critical_path, "gpu_seconds": gpu_seconds,
             "lower_bound_s": max(critical_path, gpu_seconds / total_gpus if total_gpus else 0.0)}
@@ -126,22 +130,23 @@ def default_time_scale(bound: dict[str, float]) -> float:
     return TARGET_WALL_S / bound["lower_bound_s"] if bound["lower_bound_s"] else 1.0
 
 
-def simulate(sweep: Sweep, *, nodes: int, gpus_per_node: int, cpus_per_node: int,
+def simulate(sweep: Sweep, estimator: Estimator, *, nodes: int, gpus_per_node: int, cpus_per_node: int,
              time_scale: float | None = None) -> dict[str, Any]:
     """Run the sweep's driver in a scratch sweep directory on the simulated cluster this process is
     connected to (`simulated_cluster(nodes, gpus_per_node, cpus_per_node)`); returns the figures."""
     from imlsweep.sweep.driver import run_sweep
 
     total_gpus = nodes * gpus_per_node
-    bound = lower_bound(sweep, total_gpus)
+    durations = trial_durations(sweep, estimator)
+    bound = lower_bound(sweep, total_gpus, durations)
     scale = time_scale or default_time_scale(bound)
     with tempfile.TemporaryDirectory(prefix="imlsweep-simulate-") as scratch:
         simulated = Sweep(spec=simulated_spec(sweep.spec), source=sweep.source, uri=f"{scratch}/{sweep.spec.name}",
                           corpus_dir=sweep.corpus_dir, trials=sweep.trials)
         clock = trial_clock()
         cpu_start, wall_start = time.process_time(), time.monotonic()
-        status = run_sweep(simulated, runner=SimulatedRunner(simulated.spec, scale), holds_workers=True,
-                           callbacks=(clock,))
+        status = run_sweep(simulated, runner=SimulatedRunner(durations, scale), holds_workers=True,
+                           callbacks=(clock,), estimator=estimator)
         driver_cpu_s, wall_s = time.process_time() - cpu_start, time.monotonic() - wall_start
     trials = status["total_trials"]
     makespan = ((clock.last_end or 0.0) - (clock.first_start or 0.0)) / scale
@@ -154,6 +159,7 @@ def simulate(sweep: Sweep, *, nodes: int, gpus_per_node: int, cpus_per_node: int
         "nodes": nodes, "gpus_per_node": gpus_per_node, "cpus_per_node": cpus_per_node,
         "gpus_per_trial": resources.workers * resources.gpus_per_worker,
         "time_scale": scale,
+        "estimated_from_corpus": estimator.from_corpus,
         "makespan_s": makespan,
         "lower_bound_s": bound["lower_bound_s"],
         "critical_path_s": bound["critical_path_s"],
