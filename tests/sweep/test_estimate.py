@@ -111,7 +111,7 @@ def test_simulation_sleeps_for_the_corpus_estimates(quickstart):
     sweep, estimator = quickstart
     durations = trial_durations(sweep, estimator)
     assert set(durations) == {trial.name for trial in sweep.trials}
-    name = "multi_task-inst_all"
+    name = "multi_task-inst_all-r0"
     assert durations[name] == pytest.approx(estimator.trial(sweep.trials_by_name[name].config).seconds)
     assert durations != trial_durations(sweep, Estimator(sweep.spec))  # the spec's figures alone differ
     bound = lower_bound(sweep, total_gpus=1e9, durations=durations)
