@@ -39,6 +39,8 @@ def test_misspelled_task_fails_plan_and_run_before_ray(tmp_path, sample_corpus, 
      "eval.task_groups.copa: 'task8*_copa' matches no task of the corpus"),
     ("{name: tiny-llama}", "{name: 'facebook/opt 125m'}",
      "model.name: 'facebook/opt 125m' is neither a bundled tiny model, a local folder nor a well-formed hub id"),
+    ("{name: tiny-llama}", "{name: tiny-llama, lora: {target_modules: [q_proj, v_prj]}}",
+     "model.lora.target_modules: 'v_prj' matches no layer of 'llama' an adapter can wrap"),
 ])
 def test_names_the_corpus_lacks_fail_plan_and_run(tmp_path, sample_corpus, capsys, ray_sessions, old, new, message):
     spec = quickstart_copy(tmp_path, sample_corpus, old, new)

@@ -2,8 +2,9 @@
 
 `sweep plan`, `sweep run` and `sweep resume` call `check_sweep` before Ray starts: each task id,
 category and benchmark a mixture or an evaluation names is in the corpus (with the closest names
-when not), add-on text files, local model and tokenizer folders and `init_from` folders exist, and a
-hub id is well formed and, when the hub cannot be reached, in the local Hugging Face cache. A problem
+when not), add-on text files, local model and tokenizer folders and `init_from` folders exist, a
+hub id is well formed and, when the hub cannot be reached, in the local Hugging Face cache, and each
+LoRA target module matches a layer of the model (built from its config on the meta device). A problem
 names the spec file, the first trial that has it, the key and the bad value. (`depends_on` is checked
 when the spec is expanded: `imlsweep.sweep.expand`.)
 
@@ -31,6 +32,8 @@ from imlsweep.config import ConfigError
 from imlsweep.errors import UserError
 from imlsweep.sweep.sweep import Sweep
 from imlsweep.train.config import TrialConfig
+from imlsweep.train.lora import ADAPTER_CONFIG
+from imlsweep.train.model import ModelConfig
 
 HUB_PROBE_TIMEOUT_S = 2.0
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
@@ -116,17 +119,33 @@ def file_problems(config: TrialConfig, starts_from_trial: bool) -> list[tuple[st
                           f"is not a file (relative to {os.getcwd()})", "absent"))
     model = config.model
     if not model.is_tiny:
-        found += model_problems("model.name", model.name, (MODEL_FILE,))
+        found += model_problems("model.name", model.name, (MODEL_FILE, ADAPTER_CONFIG))
     if model.tokenizer is not None and model.tokenizer != "tiny":
         found += model_problems("model.tokenizer", model.tokenizer, TOKENIZER_FILES)
     if config.init_from is not None and not starts_from_trial and not storage.is_remote(config.init_from):
         folder = Path(config.init_from)
-        if not (folder / MODEL_FILE).is_file():
-            found.append(("init_from", config.init_from, f"is not a Hugging Face model folder (no {MODEL_FILE})",
-                          "absent"))
+        if not (folder / MODEL_FILE).is_file() and not (folder / ADAPTER_CONFIG).is_file():
+            found.append(("init_from", config.init_from, f"is not a Hugging Face model folder (no {MODEL_FILE}) "
+                          f"nor an adapter folder (no {ADAPTER_CONFIG})", "absent"))
     if isinstance(config.train.deepspeed, str) and not Path(config.train.deepspeed).is_file():
         found.append(("train.deepspeed", config.train.deepspeed, "is not a file", "absent"))
     return found
+
+
+def lora_problems(model: ModelConfig) -> list[tuple[str, str, str, str]]:
+    """LoRA target modules that match nothing, when the model's config can be read here (a model that
+    cannot is reported by `file_problems`)."""
+    return list(model_lora_problems(model.model_dump_json()))
+
+
+@lru_cache(maxsize=64)
+def model_lora_problems(model_json: str) -> tuple[tuple[str, str, str, str], ...]:
+    """Once per model setting: a grid's trials share a few, and building a large model's modules (on the
+    meta device) takes a moment."""
+    from imlsweep.train.model import unmatched_lora_targets
+
+    return tuple((key, value, why, "wrong") for key, value, why in unmatched_lora_targets(
+        ModelConfig.model_validate_json(model_json)))
 
 
 def model_setting_problems(config: TrialConfig) -> list[tuple[str, str, str]]:
@@ -206,7 +225,7 @@ def check_sweep(sweep: Sweep, corpus: Any = None) -> list[Problem]:
         if key not in checked:
             found = [(k, v, m, "wrong") for k, v, m in corpus_problems(config, names)] if names else []
             found += [(k, v, m, "wrong") for k, v, m in model_setting_problems(config)]
-            checked[key] = found + file_problems(config, starts_from_trial)
+            checked[key] = found + file_problems(config, starts_from_trial) + lora_problems(config.model)
         for bad_key, value, message, kind in checked[key]:
             known = problems.get((bad_key, value))
             problems[(bad_key, value)] = (Problem(trial.name, bad_key, value, message, kind) if known is None else

@@ -20,7 +20,8 @@ def initialize_engine(model: Any, config: dict[str, Any], lr_scheduler: Any = No
 
     ensure_process_group(use_gpu)
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    engine, _, _, scheduler = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config,
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]  # a LoRA base is frozen
+    engine, _, _, scheduler = deepspeed.initialize(model=model, model_parameters=trainable, config=config,
                                                    lr_scheduler=lr_scheduler)
     return engine, scheduler
 

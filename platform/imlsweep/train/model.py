@@ -2,6 +2,8 @@
 
 `tiny-llama`, `tiny-opt` (decoder-only) and `tiny-t5` (encoder-decoder) are built from
 `assets/tiny_models/<name>.json` with the bundled tokenizer: what tests and the quickstart train.
+A folder holding a LoRA adapter (a LoRA trial's export, `imlsweep.train.lora`) loads as its base with the
+adapter merged in.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from imlsweep.train.attention import (AttentionPath, attention_dropout, choose_a
                                       torch_has_flex)
 from imlsweep.errors import UserError
 from imlsweep import storage
+from imlsweep.train.lora import TARGETS_KEY, LoraConfig, adapter_base, merge_adapter, target_problems
 
 ModelKind = Literal["causal", "seq2seq"]
 
@@ -31,6 +34,7 @@ class ModelConfig(StrictModel):
     tokenizer: str | None = Field(default=None, description="defaults to the model's own (or `tiny`)")
     dropout: float | None = Field(default=0.1, description="override of every dropout rate; null keeps the model's")
     seed: int = Field(default=0, description="initialisation seed of tiny models")
+    lora: LoraConfig | None = Field(default=None, description="train LoRA adapters (peft) instead of every weight")
 
     @property
     def is_tiny(self) -> bool:
@@ -45,6 +49,9 @@ class ModelConfig(StrictModel):
 
 def model_config(config: ModelConfig) -> PretrainedConfig:
     """The transformers config, without loading weights; fails early on an unknown model."""
+    base = adapter_base(config.name)
+    if base is not None:
+        return model_config(config.model_copy(update={"name": base}))
     if config.is_tiny:
         hf_config = config_from_file(TINY_MODELS_DIR / f"{config.name}.json")
     else:
@@ -131,8 +138,9 @@ def enable_activation_checkpointing(model: PreTrainedModel) -> None:
 
 def load_model(config: ModelConfig, init_from: str | None = None,
                attn_implementation: str | None = None) -> PreTrainedModel:
-    """Weights from `init_from` (an HF folder) if given, else the model's own, else a seeded init.
-    `attn_implementation` (e.g. `flex_attention`, see `attention_path`) is passed to transformers when set."""
+    """Weights from `init_from` (an HF folder) if given, else the model's own, else a seeded init; an
+    adapter folder is its base with the adapter merged in. `attn_implementation` (e.g. `flex_attention`,
+    see `attention_path`) is passed to transformers when set. The trial's own `lora` is not applied here."""
     if init_from is not None and storage.is_remote(init_from):
         # transformers loads local folders only: an s3:// / gs:// folder (an earlier stage's hf_model) is copied first
         with tempfile.TemporaryDirectory() as local_copy:
@@ -140,14 +148,44 @@ def load_model(config: ModelConfig, init_from: str | None = None,
             return load_model(config, local_copy, attn_implementation)
     import torch
 
+    source = init_from or (None if config.is_tiny else config.name)
+    base = adapter_base(source)
+    if base is not None:
+        return merge_adapter(load_model(*adapter_base_source(config, init_from, base), attn_implementation), source)
     hf_config = model_config(config)
     auto = auto_class(hf_config)
-    source = init_from or (None if config.is_tiny else config.name)
     options = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if source is None:
         torch.manual_seed(config.seed)
         return auto.from_config(hf_config, **options)
     return auto.from_pretrained(source, config=hf_config, **options)
+
+
+def adapter_base_source(config: ModelConfig, init_from: str | None, base: str) -> tuple[ModelConfig, str | None]:
+    """(model config, init_from) that load an adapter's base: a folder (or bucket) is weights to start from;
+    a hub id or tiny model is the model itself, built with this config's other settings (a tiny base
+    with its `seed`)."""
+    if looks_like_path(base) or storage.is_remote(base) or Path(base).is_dir():
+        return config, base
+    if init_from is not None and base != config.name:
+        raise UserError(f"init_from: {init_from!r} is an adapter of {base!r}, not of model.name {config.name!r}")
+    return config.model_copy(update={"name": base}), None
+
+
+def meta_model(hf_config: PretrainedConfig) -> PreTrainedModel:
+    """The model's modules on the meta device: names and shapes, no weights, no memory."""
+    import torch
+
+    with torch.device("meta"):
+        return auto_class(hf_config).from_config(hf_config)
+
+
+def unmatched_lora_targets(config: ModelConfig) -> list[tuple[str, str, str]]:
+    """(key, value, why) for each LoRA target module that matches nothing in the model."""
+    hf_config = architecture_config(config) if config.lora is not None else None
+    if hf_config is None:  # no LoRA, or a model whose config is not at hand (reported where it is needed)
+        return []
+    return [(TARGETS_KEY, target, why) for target, why in target_problems(config.lora, meta_model(hf_config))]
 
 
 def looks_like_path(name: str) -> bool:

@@ -41,12 +41,15 @@ def check_trial(config: TrialConfig) -> str:
     """Fail before any worker starts on what the config cannot run; returns the model kind."""
     from imlsweep.data.token_cache import cache_location, check_writable
     from imlsweep.data.tokenizer import load_tokenizer
-    from imlsweep.train.model import cannot_checkpoint_activations, model_config, model_kind
+    from imlsweep.train.model import cannot_checkpoint_activations, model_config, model_kind, unmatched_lora_targets
 
     hf_config = model_config(config.model)
     problem = cannot_checkpoint_activations(hf_config) if config.train.activation_checkpointing else None
     if problem:
         raise UserError(f"{config.name}: train.activation_checkpointing: {problem}")
+    unmatched = unmatched_lora_targets(config.model)
+    if unmatched:
+        raise UserError("\n".join(f"{config.name}: {key}: {value!r} {why}" for key, value, why in unmatched))
     load_tokenizer(config.model.tokenizer_name)  # raises on a tokenizer without EOS
     check_writable(cache_location(config.token_cache, config.corpus))
     if config.init_from is not None and not storage.is_dir(config.init_from):

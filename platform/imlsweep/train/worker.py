@@ -87,6 +87,7 @@ class WorkerRun:
         from imlsweep.data.tokenizer import load_tokenizer
         from imlsweep.train.engine import initialize_engine
         from imlsweep.train.attention import IMPLEMENTATIONS
+        from imlsweep.train.lora import apply_lora
         from imlsweep.train.model import (attention_path, enable_activation_checkpointing, load_model, model_config,
                                           model_kind)
         from imlsweep.train.schedule import lr_scheduler
@@ -102,6 +103,9 @@ class WorkerRun:
         self.model.train()  # from_pretrained returns a model in eval mode: no dropout, no activation checkpointing
         if self.train.activation_checkpointing:
             enable_activation_checkpointing(self.model)
+        self.lora = self.config.model.lora
+        if self.lora is not None:
+            self.model = apply_lora(self.model, self.lora)
         self.kind = model_kind(self.model.config)
         self.tokenizer = load_tokenizer(self.config.model.tokenizer_name)
         self.engine, self.scheduler = initialize_engine(self.model, setup.deepspeed,
@@ -112,7 +116,7 @@ class WorkerRun:
         self.resumed = session.checkpoint is not None
         if self.resumed:
             with session.checkpoint.as_directory() as directory:
-                self.progress = load_state(self.engine, directory)
+                self.progress = load_state(self.engine, directory, adapter_only=self.lora is not None)
         # in every later report: this attempt went on from that step's checkpoint (a worker or node was lost)
         self.resumed_from_step = self.progress.step if self.resumed else None
         # rank 0 keeps metrics.jsonl: an earlier attempt's lines up to the step training resumes from
@@ -228,7 +232,7 @@ class WorkerRun:
         import ray.train
 
         with tempfile.TemporaryDirectory() as directory:
-            save_state(self.engine, directory, self.progress)
+            save_state(self.engine, directory, self.progress, adapter_only=self.lora is not None)
             self.session.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
                                 checkpoint_dir_name=checkpoint_dir_name(self.progress.step))
         self.checkpointed_step = self.progress.step
@@ -242,7 +246,8 @@ class WorkerRun:
         from imlsweep import storage
 
         with tempfile.TemporaryDirectory() as out_dir:
-            if export_hf(self.engine, self.tokenizer, out_dir):
+            if export_hf(self.engine, self.tokenizer, out_dir, self.lora,
+                         base=self.config.init_from or self.config.model.name):
                 storage.upload_dir(out_dir, self.setup.trial_dir.hf_model)
 
     def evaluate(self) -> dict[str, Any] | None:
