@@ -2,7 +2,7 @@
 
     <storage>/<trial name>/
       trial.yaml            the resolved TrialConfig
-      metrics.jsonl         training metrics, one JSON object per logged step
+      metrics.jsonl         training metrics, one JSON object per logged step (and val/... scores)
       checkpoint_<step>/    Ray Train checkpoints (DeepSpeed state and the data position), per retention
       hf_model/             final weights in Hugging Face format, when the trial exports them
       predictions.parquet   one row per evaluated item

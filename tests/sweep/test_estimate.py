@@ -76,6 +76,14 @@ def test_max_steps_trains_full_packed_rows(quickstart):
     config = sweep.trials_by_name["multi_task-inst_8-r0"].config.model_copy(deep=True)
     config.train.max_steps, config.train.epochs = 7, None
     assert estimator.trial(config).tokens == 7 * config.train.rows_per_step * config.mixture.max_length
+    # a validation of 2 instances of each eval task every 3 steps and after the last: at 3, 6 and 7
+    evaluation = config.eval.model_copy(deep=True, update={"every_steps": 3})
+    evaluation.validation.max_per_task = 2
+    validating = config.model_copy(update={"eval": evaluation})
+    manifest = estimator.corpus.manifest.set_index("task_id")
+    per_validation = sum(min(2, manifest.loc[task, "n_validation"]) for task in config.eval.tasks)
+    assert per_validation > 0
+    assert estimator.trial(validating).eval_items == estimator.trial(config).eval_items + 3 * per_validation
     config.model.name, config.mixture.pack_seq2seq = "tiny-t5", True  # packed pairs: rows as full as the source row
     assert estimator.trial(config).tokens == 7 * config.train.rows_per_step * config.mixture.max_source_length
 

@@ -26,6 +26,7 @@ EXPECTED_TRIALS = {
     "lr_batch": {"lr_batch": 12},
     "demonstrations": {"metaicl": 3},
     "quickstart": {"single_task": 24, "multi_task": 12},
+    "mixture_search": {"proxies": 49, "proposed": 2, "eps_target": 1},
     "transfer_matrix": {"single_task": 33, "transfer": 1056},
     "merge_single_task": {"single_task": 119, "multi_task": 1, "merged_uniform": 12, "merged": 72},
 }

@@ -44,34 +44,41 @@ def parse_benchmark_proportions(value: str | Mapping[str, float]) -> dict[str, f
             weights = dict(zip(PROPORTION_ORDER, (float(p) for p in parts)))
         except ValueError:
             raise UserError(f"benchmark_proportions: {value!r} is not a list of numbers") from None
-    else:
-        weights = {str(k): float(v) for k, v in value.items()}
+        return check_proportions(weights, "benchmark_proportions")
+    return check_proportions(value, "benchmark_proportions")
+
+
+def check_proportions(value: Mapping[str, float], key: str | None = None) -> dict[str, float]:
+    """{group: weight} with non-negative weights and a positive sum, returned normalised to 1."""
+    weights = {str(k): float(v) for k, v in value.items()}
     if any(v < 0 for v in weights.values()) or sum(weights.values()) <= 0:
-        raise UserError(f"benchmark_proportions: {value!r} needs non-negative weights with a positive sum")
+        where = f"{key}: " if key else ""
+        raise UserError(f"{where}{dict(value)!r} needs non-negative weights with a positive sum")
     return normalise(weights)
 
 
-def task_shares(benchmarks: Mapping[str, str], sizes: Mapping[str, int], *, eps: float | None,
+def task_shares(groups: Mapping[str, str], sizes: Mapping[str, int], *, eps: float | None,
                 temperature: float = 1.0, proportions: Mapping[str, float] | None = None,
-                reserved: float = 0.0) -> dict[str, float]:
+                reserved: float = 0.0, key: str = "benchmark_proportions") -> dict[str, float]:
     """Each task's share of the stream; the shares sum to 1 - reserved (what add-ons take).
 
-    With proportions, a benchmark's share is its (renormalised) weight, split among its tasks by their
-    rates; without, all tasks share by their rates (the "natural" mix under the cap)."""
+    With proportions over the tasks' groups (`groups`: task -> its benchmark, category or itself), a
+    group's share is its (renormalised) weight, split among its tasks by their rates; without, all tasks
+    share by their rates (the "natural" mix under the cap). `key` names the proportions in errors."""
     rates = eps_mixing_rates(sizes, eps, temperature)
     if proportions is None:
         return {t: s * (1.0 - reserved) for t, s in normalise(rates).items()}
-    present = sorted(set(benchmarks.values()))
-    unweighted = [b for b in present if proportions.get(b, 0.0) <= 0]
+    present = sorted(set(groups.values()))
+    unweighted = [g for g in present if proportions.get(g, 0.0) <= 0]
     if unweighted:
-        raise UserError(f"benchmark_proportions: no weight for benchmark(s) in the mixture: {', '.join(unweighted)} "
-                        "(drop their tasks or give them a weight)")
-    weights = normalise({b: proportions[b] for b in present})
+        raise UserError(f"{key}: no weight for {key.removesuffix('_proportions')}(s) in the mixture: "
+                        f"{', '.join(unweighted)} (drop their tasks or give them a weight)")
+    weights = normalise({g: proportions[g] for g in present})
     shares: dict[str, float] = {}
-    for benchmark in present:
-        members = {t: r for t, r in rates.items() if benchmarks[t] == benchmark}
+    for group in present:
+        members = {t: r for t, r in rates.items() if groups[t] == group}
         for task, share in normalise(members).items():
-            shares[task] = share * weights[benchmark] * (1.0 - reserved)
+            shares[task] = share * weights[group] * (1.0 - reserved)
     return shares
 
 

@@ -15,8 +15,15 @@ from imlsweep.config import StrictModel
 from imlsweep.corpus.schema import Split
 from imlsweep.data.demonstrations import DemonstrationsConfig
 from imlsweep.data.encodings import EncodingConfig
-from imlsweep.data.mixing import parse_benchmark_proportions
+from imlsweep.data.mixing import check_proportions, parse_benchmark_proportions
 from imlsweep.errors import UserError
+
+# The mixture key that sets the stream's shares over each kind of task group (one at a time), and the
+# corpus manifest column that names a task's group of that kind.
+PROPORTION_KEYS = {"benchmark": "benchmark_proportions", "category": "category_proportions",
+                   "task": "task_proportions"}
+GROUP_COLUMNS = {"benchmark": "benchmark", "category": "category", "task": "task_id"}
+GroupKind = Literal["benchmark", "category", "task"]
 
 
 class TaskSubsetConfig(StrictModel):
@@ -64,6 +71,12 @@ class MixtureConfig(StrictModel):
         default=None, description='e.g. "4/2/20/25/45/2/2" over crossfit/exmix/flan/superni/promptsource/t5/'
                                   'unifiedskg, or {benchmark: weight}; with tasks: all, a benchmark without a '
                                   'weight (reasoning, or 0) is left out; null = the natural (capped) mix')
+    category_proportions: dict[str, float] | None = Field(
+        default=None, description="{category: weight}: each category's share of the stream, split among its tasks "
+                                  "by their rates; with tasks: all, a category without a weight is left out")
+    task_proportions: dict[str, float] | None = Field(
+        default=None, description="{task: weight}: each task's share of the stream; with tasks: all, a task "
+                                  "without a weight is left out")
     addons: list[AddonConfig] = Field(default_factory=list)
     task_subset: TaskSubsetConfig | None = None
     category_subset: CategorySubsetConfig | None = None
@@ -101,6 +114,31 @@ class MixtureConfig(StrictModel):
             except UserError as error:
                 raise ValueError(str(error).removeprefix("benchmark_proportions: ")) from None
         return value
+
+    @field_validator("category_proportions", "task_proportions")
+    @classmethod
+    def _valid_group_proportions(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None:
+            try:
+                check_proportions(value)
+            except UserError as error:
+                raise ValueError(str(error)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_proportion_vector(self) -> MixtureConfig:
+        given = [key for key in PROPORTION_KEYS.values() if getattr(self, key) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of {', '.join(given)}")
+        return self
+
+    def group_proportions(self) -> tuple[GroupKind, dict[str, float]] | None:
+        """(group kind, {group: weight} summing to 1) of the proportion vector the mixture gives, or None."""
+        for kind, key in PROPORTION_KEYS.items():
+            value = getattr(self, key)
+            if value is not None:
+                return kind, parse_benchmark_proportions(value) if kind == "benchmark" else check_proportions(value)
+        return None
 
     @model_validator(mode="after")
     def _addons_fit(self) -> MixtureConfig:

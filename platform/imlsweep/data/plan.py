@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from imlsweep.data.mixing import (
-    allocate_counts, eps_mixing_rates, is_capped, mixed_order, normalise, parse_benchmark_proportions, task_shares,
+    allocate_counts, eps_mixing_rates, is_capped, mixed_order, normalise, task_shares,
 )
-from imlsweep.data.mixture import MixtureConfig
+from imlsweep.data.mixture import GROUP_COLUMNS, PROPORTION_KEYS, GroupKind, MixtureConfig
 from imlsweep.data.sampling import largest_categories, nested_task_subset
 from imlsweep.data.texts import read_text_documents
 from imlsweep.errors import UserError
@@ -82,13 +82,13 @@ def sampled_size(pool_size: int, samples: int | str) -> int:
 def plan_mixture(mixture: MixtureConfig, manifest: pd.DataFrame) -> MixturePlan:
     addon_benchmarks = {a.benchmark for a in mixture.addons if a.benchmark is not None}
     size_column = SPLIT_SIZE_COLUMN[mixture.train_split]
-    proportions = (parse_benchmark_proportions(mixture.benchmark_proportions)
-                   if mixture.benchmark_proportions is not None else None)
-    # `tasks: all` under a proportion vector means the vector's benchmarks: one it gives no weight (reasoning,
-    # outside OPT-IML's vector, or a 0) is not trained on, as OPT-IML's sweeps left reasoning out.
-    unweighted = (set() if proportions is None or mixture.tasks != "all"
-                  else {b for b in manifest["benchmark"].unique() if proportions.get(b, 0.0) <= 0})
-    tasks = select_tasks(mixture, manifest, addon_benchmarks | unweighted)
+    kind, proportions = mixture.group_proportions() or ("benchmark", None)
+    column = GROUP_COLUMNS[kind]
+    # `tasks: all` under a proportion vector means the vector's groups: a benchmark it gives no weight
+    # (reasoning, outside OPT-IML's vector, or a 0) is not trained on, as OPT-IML's sweeps left reasoning out.
+    candidates = (manifest if proportions is None or mixture.tasks != "all"
+                  else manifest[manifest[column].map(lambda group: proportions.get(group, 0.0) > 0)])
+    tasks = select_tasks(mixture, candidates, addon_benchmarks)
     if tasks.empty:
         raise UserError("mixture: selects no task of the corpus")
     reserved = sum(a.fraction for a in mixture.addons)
@@ -96,8 +96,9 @@ def plan_mixture(mixture: MixtureConfig, manifest: pd.DataFrame) -> MixturePlan:
     if sum(sizes.values()) == 0:
         raise UserError(f"mixture: the selected tasks have no {mixture.train_split} rows")
     benchmarks = dict(zip(tasks["task_id"], tasks["benchmark"]))
-    shares = task_shares(benchmarks, sizes, eps=mixture.eps, temperature=mixture.temperature,
-                         proportions=proportions, reserved=reserved)
+    shares = task_shares(dict(zip(tasks["task_id"], tasks[column])), sizes, eps=mixture.eps,
+                         temperature=mixture.temperature, proportions=proportions, reserved=reserved,
+                         key=PROPORTION_KEYS[kind])
     rows = [(t, benchmarks[t], c, int(n), None, "target") for t, c, n in
             zip(tasks["task_id"], tasks["category"], tasks[size_column])]
 
@@ -129,6 +130,16 @@ def plan_mixture(mixture: MixtureConfig, manifest: pd.DataFrame) -> MixturePlan:
                           addon=addon, loss=loss)
                for s, b, c, pool, addon, loss in rows]
     return MixturePlan(sources=sources, total_examples=total, seed=mixture.seed)
+
+
+def group_shares(plan: MixturePlan, kind: GroupKind) -> dict[str, float]:
+    """The task mixture's share of each group (benchmark, category or task), add-ons left out, summing to 1."""
+    shares: dict[str, float] = {}
+    for source in plan.sources:
+        if source.addon is None:
+            group = {"benchmark": source.benchmark, "category": source.category, "task": source.source_id}[kind]
+            shares[group] = shares.get(group, 0.0) + source.share
+    return normalise(shares)
 
 
 def benchmark_summary(plan: MixturePlan) -> list[dict]:

@@ -26,8 +26,15 @@ from imlsweep.report.intervals import (
     needed_intervals,
     with_intervals,
 )
+from imlsweep.report.mixture_search import fit_summary, predicted_vs_actual, search_stages, weights_frame
 from imlsweep.report.mixing import combined_scores, mixing_tables, ordered_values, printed_label, swept_printed_labels
-from imlsweep.report.plots import efficiency_by_category_figure, efficiency_figure, gain_heatmap, mixing_figure
+from imlsweep.report.plots import (
+    efficiency_by_category_figure,
+    efficiency_figure,
+    gain_heatmap,
+    mixing_figure,
+    mixture_search_figure,
+)
 from imlsweep.report.results import SweepResults, compute_used, load_instances, load_sweep_results, trial_counts
 from imlsweep.report.sample_efficiency import (
     club_small_categories,
@@ -37,6 +44,7 @@ from imlsweep.report.sample_efficiency import (
 )
 from imlsweep.storage import local_folder
 from imlsweep.sweep.results import DEFAULT_EVAL
+from imlsweep.sweep.proposal import read_proposal
 
 REPORT_FILE = "report.html"
 TASK_TABLE_COLUMNS = ("trial", "status", "task_id", "category", "level", "shots", "score", "rougeL",
@@ -80,6 +88,8 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, seed:
         sections.append(sample_efficiency_section(results, instances, seed, paths))
     for key in results.mixing_keys:
         sections.append(mixing_section(results, key, instances, seed, paths))
+    for stage in search_stages(results.spec):
+        sections.append(mixture_search_section(results, str(sweep_dir), stage, paths))
     for stage in built_on_stages(results.spec, "from_each"):
         sections.append(transfer_section(results, stage, instances, seed, paths))
     merges = built_on_stages(results.spec, "merge")
@@ -164,6 +174,24 @@ def mixing_section(results: SweepResults, key: str, instances: pd.DataFrame | No
                               f"mixing_{safe_name(key)}_paired")
     return (html.mixing_section(key, tables, figure) + f"<h3>Paired comparisons: each {html.esc(key)} &minus; "
             f"{html.esc(baseline)}</h3>" + html.comparisons_table(comparisons))
+
+
+def mixture_search_section(results: SweepResults, sweep_dir: str, stage: str, paths: ReportPaths) -> str:
+    title = f"<h2>Mixture search: {html.esc(stage)}</h2>"
+    proposal = read_proposal(sweep_dir, stage)
+    if proposal is None:
+        return title + '<p class="note">No proposed mixture yet: the proxy trials have not all finished.</p>'
+    name = f"mixture_search_{safe_name(stage)}"
+    weights = paths.table(weights_frame(proposal), f"{name}_weights", "group")
+    scores = paths.table(predicted_vs_actual(proposal, results.table, sweep_dir), f"{name}_scores", "trial")
+    figure = mixture_search_figure(weights, scores, proposal["metric"], paths.out_dir / f"{name}.png")
+    paths.figures.append(figure)
+    return "\n".join([title, f'<p class="note">{html.esc(fit_summary(proposal))}</p>',
+                      "<h3>Proposed weights against the EPS mixture</h3>",
+                      html.frame_table(weights, index_label="group", digits=3),
+                      html.image(figure, "proposed vs EPS weights; predicted vs actual scores"),
+                      "<h3>Predicted vs actual</h3>", html.frame_table(scores, index_label="trial", digits=3,
+                                                                       sortable=True)])
 
 
 def transfer_section(results: SweepResults, stage: Any, instances: pd.DataFrame | None, seed: int,

@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 
 from imlsweep.report.results import ALL_SAMPLES  # noqa: E402
 from imlsweep.report.sample_efficiency import PowerLawFit, best_supervised_baseline  # noqa: E402
+from imlsweep.sweep.expand import EPS_POINT, MIXTURE_POINT_LABEL, PROPOSED_POINT  # noqa: E402
 
 BASELINE_MARKERS = ("X", "D", "s", "^", "v", "P", "*")
 DPI = 110
@@ -114,6 +115,35 @@ def mixing_figure(combined: pd.DataFrame, key_label: str, path: Path, numeric_va
     ax.set_ylabel("combined score (mean of 0-shot and k-shot)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def mixture_search_figure(weights: pd.DataFrame, scores: pd.DataFrame, metric: str, path: Path) -> Path:
+    """Left: each group's weight in the EPS and the proposed mixture. Right: predicted against actual score
+    (proxies by their leave-one-out prediction; other trials by the fit's), with the diagonal."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    x = np.arange(len(weights.index))
+    left.bar(x - 0.2, weights["EPS weight"], width=0.4, label="EPS")
+    left.bar(x + 0.2, weights["proposed weight"], width=0.4, label="proposed")
+    left.set_xticks(x, list(weights.index), rotation=30, ha="right")
+    left.set_ylabel("weight")
+    left.legend(fontsize=8)
+    scored = scores.dropna(subset=["predicted", "actual"])
+    points = scored[MIXTURE_POINT_LABEL].where(scored[MIXTURE_POINT_LABEL].isin([EPS_POINT, PROPOSED_POINT]),
+                                                "Dirichlet draw")
+    for (point, scale), rows in scored.groupby([points, "scale"], sort=False):
+        marker = {EPS_POINT: "s", PROPOSED_POINT: "*"}.get(point, "o")
+        right.scatter(rows["predicted"], rows["actual"], marker=marker, s=90 if marker == "*" else 30,
+                      label=f"{point} ({scale})")
+    if len(scored):
+        low = float(min(scored["predicted"].min(), scored["actual"].min()))
+        high = float(max(scored["predicted"].max(), scored["actual"].max()))
+        right.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1)
+    right.set_xlabel(f"predicted {metric}")
+    right.set_ylabel(f"actual {metric}")
+    right.grid(True, alpha=0.3)
+    right.legend(fontsize=8)
     fig.tight_layout()
     return save(fig, path)
 

@@ -18,6 +18,7 @@ from imlsweep import storage
 from imlsweep.errors import UserError
 from imlsweep.eval.predict import RANK
 from imlsweep.sweep.results import DEFAULT_EVAL, EVAL_COLUMN, RESULTS_FILE, evaluation_dir, read_table
+from imlsweep.sweep.expand import MIXTURE_POINT_LABEL
 from imlsweep.sweep.results import FIXED_COLUMNS as RESULT_COLUMNS
 from imlsweep.sweep.sweep import read_plan, read_spec_data
 from imlsweep.trial_dir import TrialDir
@@ -27,6 +28,8 @@ REQUIRED_COLUMNS = ("trial", "task_id", "category", "level", "shots", "score")
 # Swept keys and labels that describe the sample-efficiency design (or which task a per-task trial
 # trained on) rather than a mixing choice: they get no mixing table.
 SAMPLE_EFFICIENCY_KEYS = ("samples_per_task", "setting", "instructions", "cell", "trained_task")
+# A mixture search's trials (`mixture_point`: eps, m000, ..., proposed): its own section, not a mixing table.
+MIXTURE_SEARCH_KEYS = (MIXTURE_POINT_LABEL,)
 # Labels of trials built on others (transfer sources, merged groups): their own report sections.
 BUILT_ON_KEYS = ("source_task", "source_trial", "merged_group", "source_models")
 # A swept key whose values are replicates of the same trial: a stage's `replicates: N` (column
@@ -54,6 +57,7 @@ class SweepResults:
         merge_stages = {stage.get("name") for stage in self.spec.get("stages") or [] if stage.get("merge")}
         merge_rows = self.table["stage"].isin(merge_stages) if "stage" in self.table.columns else False
         return [key for key in self.swept_keys if key not in SAMPLE_EFFICIENCY_KEYS + REPLICATE_KEYS + BUILT_ON_KEYS
+                + MIXTURE_SEARCH_KEYS
                 and not (merge_stages and self.table.loc[~merge_rows, key].isna().all())]
 
     @property

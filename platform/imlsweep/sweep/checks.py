@@ -29,6 +29,8 @@ from urllib.parse import urlparse
 
 from imlsweep import storage
 from imlsweep.config import ConfigError
+from imlsweep.data.mixture import PROPORTION_KEYS
+from imlsweep.data.plan import SPLIT_SIZE_COLUMN
 from imlsweep.errors import UserError
 from imlsweep.sweep.sweep import Sweep
 from imlsweep.train.config import TrialConfig
@@ -69,6 +71,8 @@ class CorpusNames:
         self.tasks = set(manifest["task_id"])
         self.categories = set(manifest["category"])
         self.benchmarks = set(manifest["benchmark"])
+        self.instances = {split: dict(zip(manifest["task_id"], manifest[column]))
+                          for split, column in SPLIT_SIZE_COLUMN.items()}
 
     def missing(self, kind: str, value: str) -> str | None:
         names = {"task": self.tasks, "category": self.categories, "benchmark": self.benchmarks}[kind]
@@ -93,15 +97,25 @@ def corpus_problems(config: TrialConfig, names: CorpusNames) -> list[tuple[str, 
         check("mixture.task_subset.required", "task", task)
     for category in mixture.category_subset.required if mixture.category_subset else []:
         check("mixture.category_subset.required", "category", category)
-    if isinstance(mixture.benchmark_proportions, dict):
-        for benchmark in mixture.benchmark_proportions:
-            check("mixture.benchmark_proportions", "benchmark", benchmark)
+    for kind, key in PROPORTION_KEYS.items():
+        if isinstance(getattr(mixture, key), dict):
+            for group in getattr(mixture, key):
+                check(f"mixture.{key}", kind, group)
     for addon in mixture.addons:
         if addon.benchmark is not None:
             check(f"mixture.addons.{addon.name}.benchmark", "benchmark", addon.benchmark)
     if config.eval is not None:
         for task in config.eval.tasks or []:
             check("eval.tasks", "task", task)
+        for task in config.eval.validation.tasks or []:
+            check("eval.validation.tasks", "task", task)
+        validation = config.eval.validation_suite()
+        if config.eval.every_steps is not None and validation.tasks is not None:
+            key = "eval.validation.tasks" if config.eval.validation.tasks is not None else "eval.tasks"
+            for task in validation.tasks:
+                if names.instances[validation.split].get(task, 1) == 0:  # an unknown task is reported above
+                    found.append((key, task, f"has no {validation.split} instances to validate on "
+                                  "(eval.every_steps)"))
         for group, patterns in config.eval.task_groups.items():
             for pattern in patterns:
                 if not fnmatch.filter(names.tasks, pattern):
@@ -230,7 +244,27 @@ def check_sweep(sweep: Sweep, corpus: Any = None) -> list[Problem]:
             known = problems.get((bad_key, value))
             problems[(bad_key, value)] = (Problem(trial.name, bad_key, value, message, kind) if known is None else
                                           Problem(known.trial, bad_key, value, message, kind, known.trials + 1))
-    return list(problems.values())
+    found = list(problems.values())
+    return found + (mixture_search_problems(sweep, corpus) if names is not None and not found else [])
+
+
+def mixture_search_problems(sweep: Sweep, corpus: Any) -> list[Problem]:
+    """A mixture search whose constraints leave no mixture, given the EPS mixture's weights on this corpus."""
+    from imlsweep.sweep.mixture_search import mixture_weights, weight_bounds
+
+    found = []
+    for index, stage in enumerate(sweep.spec.stages):
+        search = stage.mixture_search
+        if search is None:
+            continue
+        eps_trial = sweep.stage_trials(stage.name)[0]
+        try:
+            eps_weights = mixture_weights(eps_trial.config.mixture, corpus.manifest, search)
+            weight_bounds(search.groups, eps_weights, search.constraints)
+        except UserError as error:
+            found.append(Problem(eps_trial.name, f"stages.{index}.mixture_search.constraints",
+                                 str(search.constraints.max_ratio_to_eps), str(error), "wrong"))
+    return found
 
 
 def require_valid(sweep: Sweep, corpus: Any) -> None:

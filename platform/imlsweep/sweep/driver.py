@@ -1,7 +1,8 @@
 """Running a sweep: one Ray Tune run for every trial of every stage, each the function trainable of
 `imlsweep.sweep.trainable`, handed out by `SweepSearcher` as soon as the trial it starts from has
 completed (`imlsweep.sweep.scheduling`). Stages stay names, labels and the spec's order; they are no
-barrier. Single-worker trials run in the trainable's own process, and Tune reuses that process for the
+barrier, except that a mixture search's proposed trials wait for all its proxy trials to finish, when the
+driver fits them and proposes the mixture those trials train (`imlsweep.sweep.proposal`). Single-worker trials run in the trainable's own process, and Tune reuses that process for the
 next trial, so short trials pay no per-trial process start. Tune's own experiment state stays in the
 sweep's folder on this machine.
 
@@ -27,6 +28,7 @@ from typing import Any
 from imlsweep.sweep.expand import PlannedTrial
 from imlsweep.sweep.estimate import Estimator
 from imlsweep.sweep.plan import max_concurrent_trials, plan_summary
+from imlsweep.sweep.proposal import MixtureProposals
 from imlsweep.sweep.queue import QueuedTrial, TrialQueue
 from imlsweep.sweep.results import DEFAULT_EVAL, other_evaluations, trial_rows, write_table
 from imlsweep.sweep.scheduling import QueueEntry, StageScheduler, SweepSearcher
@@ -112,6 +114,8 @@ def sweep_queue(sweep: Sweep, trials: list[PlannedTrial], files,
     """The queue of the trials left to run, longest estimated chain first; the done ones release their
     dependents at once."""
     search_stages = {stage.name for stage in sweep.spec.stages if stage.search is not None}
+    proxies = {stage.name: tuple(trial.name for trial in sweep.stage_trials(stage.name))
+               for stage in sweep.spec.stages if stage.mixture_search is not None}
     entries, queued = {}, []
     per_stage: Counter = Counter()
     for trial in trials:
@@ -119,9 +123,9 @@ def sweep_queue(sweep: Sweep, trials: list[PlannedTrial], files,
         per_stage[trial.stage] += 1
         if is_done(files, trial.name):
             continue
-        entries[trial.name] = QueueEntry(stage=trial.stage, search_index=index)
+        entries[trial.name] = QueueEntry(stage=trial.stage, search_index=index, proposal_of=trial.proposal_of)
         queued.append(QueuedTrial(trial.name, trial.depends_on, estimator.trial(trial.config).seconds,
-                                  tuple(trial.merges)))
+                                  tuple(trial.merges), after=proxies.get(trial.proposal_of, ())))
     completed = {trial.name for trial in trials if is_completed(files, trial.name)}
     return TrialQueue(queued, done=completed), entries
 
@@ -183,7 +187,7 @@ def run_tune(sweep: Sweep, queue: TrialQueue, entries: dict[str, QueueEntry], co
     def dropped(trial: str, dependency: str) -> None:
         log(f"not running {trial}: it starts from {dependency}, which did not complete")
 
-    searcher = SweepSearcher(queue, entries, searches, on_dropped=dropped)
+    searcher = SweepSearcher(queue, entries, searches, on_dropped=dropped, proposals=MixtureProposals(sweep, log))
     experiment = sweep.dir / TUNE_DIR / sweep.spec.name
     shutil.rmtree(experiment, ignore_errors=True)  # the sweep directory, not Tune's state, says what is done
     # Tune's default loggers write every report of every trial to its experiment folder: nobody reads them

@@ -8,6 +8,10 @@ task of a per-task stage, applied as dotted keys in that order. Trial names are 
 `merge` stage once per group (`<stage>-...-<group>`, labelled `merged_group` and `source_models`),
 merging the group's trials (`merges`) from the base they were fine-tuned from.
 `labels` are the values a trial stands for in the results table (one column per swept key).
+A `mixture_search` stage is its proxy trials: `<stage>-eps` (the stage's own mixture) and `<stage>-m000`, ...
+(the Dirichlet draws as the mixture's proportions), labelled `mixture_point`; a `proposed_from` stage is one
+trial per cell (`<stage>-<cell>`, labelled `mixture_point: proposed`) whose mixture the driver sets when the
+proxies have finished (`proposal_of`).
 Each trial's config is validated once, here, into a `TrialConfig` that travels to the worker as is.
 """
 
@@ -21,12 +25,17 @@ from typing import Any
 
 from imlsweep import storage
 from imlsweep.config import ConfigError, validate_config
+from imlsweep.data.mixture import PROPORTION_KEYS
+from imlsweep.sweep.mixture_search import draw_mixtures
 from imlsweep.sweep.spec import Stage, SweepSpec, TrialSelection
 from imlsweep.train.config import TrainConfig, TrialConfig
 from imlsweep.trial_dir import TrialDir
 
 # The results column of a stage's `replicates: N`: which replicate (0..N-1) a trial is.
 REPLICATE_LABEL = "replicate"
+# The results column of a mixture search's trials: `eps`, the draw (`m000`, ...) or `proposed`.
+MIXTURE_POINT_LABEL = "mixture_point"
+EPS_POINT, PROPOSED_POINT = "eps", "proposed"
 # Train keys that a sweep's `resources` (same names) sets on every trial.
 RESOURCE_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker")
 
@@ -38,6 +47,7 @@ class PlannedTrial:
     config: TrialConfig  # validated once, here, and carried as is to the worker
     labels: dict[str, Any] = field(default_factory=dict)
     depends_on: str | None = None
+    proposal_of: str | None = None  # the mixture_search stage whose proposed mixture it trains
     merges: list[str] = field(default_factory=list)  # trials whose models a merge trial merges
 
 
@@ -50,6 +60,7 @@ class DraftTrial:
     config: dict[str, Any]
     labels: dict[str, Any]
     depends_on: str | None
+    proposal_of: str | None = None
     merges: list[str] = field(default_factory=list)
 
 
@@ -107,9 +118,43 @@ def axis_column(key: str) -> str:
     return key.rsplit(".", 1)[-1]
 
 
+def point_name(index: int) -> str:
+    """A mixture search's draw `index` as its `mixture_point` and trial name part: m000, m001, ..."""
+    return f"m{index:03d}"
+
+
+def proportion_params(over: str, weights: dict[str, float]) -> dict[str, Any]:
+    """The dotted keys that make a mixture's shares `weights` over its `over` groups (other vectors unset)."""
+    return {f"mixture.{key}": weights if kind == over else None for kind, key in PROPORTION_KEYS.items()}
+
+
+def mixture_search_drafts(spec: SweepSpec, index: int, stage: Stage, earlier: dict[str, DraftTrial],
+                          source: str) -> list[DraftTrial]:
+    """The EPS trial (the stage's own mixture), then one trial per Dirichlet draw of the groups' weights."""
+    where, search = f"{source}: stages.{index}", stage.mixture_search
+    config = copy.deepcopy(spec.base)
+    for key, value in stage.set.items():
+        set_dotted(config, key, value, f"{where}.set")
+    depends_on = (resolve_dependency(stage.depends_on, 0, 1, set(earlier), f"{where}.depends_on")
+                  if stage.depends_on else None)
+    draws = draw_mixtures(search.groups, search.mixtures, search.concentration, search.seed)
+    drafts = [DraftTrial(name=f"{stage.name}-{EPS_POINT}", stage=stage.name, config=config,
+                         labels=stage.labels | {MIXTURE_POINT_LABEL: EPS_POINT}, depends_on=depends_on)]
+    for draw_index, weights in enumerate(draws):
+        drawn = copy.deepcopy(config)
+        for key, value in proportion_params(search.over, weights).items():
+            set_dotted(drawn, key, value, f"{where}.mixture_search")
+        drafts.append(DraftTrial(name=f"{stage.name}-{point_name(draw_index)}", stage=stage.name, config=drawn,
+                                 labels=stage.labels | {MIXTURE_POINT_LABEL: point_name(draw_index)},
+                                 depends_on=depends_on))
+    return drafts
+
+
 def expand_stage(spec: SweepSpec, index: int, stage: Stage, earlier: dict[str, DraftTrial],
                  source: str) -> list[DraftTrial]:
     where = f"{source}: stages.{index}"
+    if stage.mixture_search is not None:
+        return mixture_search_drafts(spec, index, stage, earlier, source)
     columns = [axis_column(key) for key in stage.axes]
     if len(set(columns)) != len(columns):
         raise ConfigError(f"{where}.axes: two axes end in the same key name: {list(stage.axes)}")
@@ -143,7 +188,10 @@ def expand_stage(spec: SweepSpec, index: int, stage: Stage, earlier: dict[str, D
                 where_dep = f"{where}.cells.{cell_index}" if cell and cell.depends_on else where
                 for replicate in range(stage.replicates):
                     draft = DraftTrial(name="-".join(parts), stage=stage.name, config=config, labels=labels,
-                                       depends_on=placement.depends_on or depends_on, merges=placement.merges)
+                                       depends_on=placement.depends_on or depends_on, merges=placement.merges,
+                                       proposal_of=stage.proposed_from)
+                    if stage.proposed_from is not None:
+                        draft.labels = labels | {MIXTURE_POINT_LABEL: PROPOSED_POINT}
                     if stage.replicates > 1:
                         draft = replicate_of(draft, replicate, where)
                     if draft.depends_on is not None and placement.depends_on is None:
@@ -301,6 +349,7 @@ def expand_spec(spec: SweepSpec, sweep_uri: str, corpus: str, source: str) -> li
                        [TrialDir(storage.join(sweep_uri, name)).hf_model for name in draft.merges], source)
             set_dotted(draft.config, "merge.base", drafts[draft.merges[0]].config.get("init_from"), source)
     return [PlannedTrial(name=draft.name, stage=draft.stage, labels=draft.labels, depends_on=draft.depends_on,
+                         proposal_of=draft.proposal_of,
                          merges=draft.merges,
                          config=validate_config(draft.config, TrialConfig, f"{source}: trial {draft.name}"))
             for draft in drafts.values()]
@@ -317,13 +366,17 @@ def exported_trials(spec: SweepSpec, drafts: list[DraftTrial], source: str) -> s
     return needed
 
 
-def sampled_trial(template: PlannedTrial, name: str, params: dict[str, Any], source: str) -> PlannedTrial:
-    """A search stage's trial: the template with sampled values at their dotted keys, validated."""
+def sampled_trial(template: PlannedTrial, name: str, params: dict[str, Any], source: str,
+                  label: bool = True) -> PlannedTrial:
+    """A search stage's trial: the template with sampled values at their dotted keys, validated; each value
+    also a label, unless `label` is False (a proposed mixture: its trial's `mixture_point` says what it is)."""
     config = template.config.model_dump(mode="json")
     labels = dict(template.labels)
     for key, value in params.items():
         set_dotted(config, key, value, source)
-        labels[axis_column(key)] = label_value(value)
+        if label:
+            labels[axis_column(key)] = label_value(value)
     config["name"] = name
     return PlannedTrial(name=name, stage=template.stage, labels=labels, depends_on=template.depends_on,
+                        proposal_of=template.proposal_of,
                         config=validate_config(config, TrialConfig, f"{source}: trial {name}"))

@@ -74,6 +74,12 @@ def plan_summary(sweep: Sweep, cluster: dict[str, float] | None = None,
     axes = {stage.name: {key: len(values) for key, values in stage.axes.items()} for stage in spec.stages}
     cells = {stage.name: [cell.name for cell in stage.cells] for stage in spec.stages if stage.cells}
     per_task = {stage.name: len(stage.per_task.tasks) for stage in spec.stages if stage.per_task}
+    mixture_search = {stage.name: {"over": stage.mixture_search.over, "groups": len(stage.mixture_search.groups),
+                                   "drawn": stage.mixture_search.mixtures, "eps": 1}
+                      for stage in spec.stages if stage.mixture_search}
+    proposed = {stage.name: {"from": stage.proposed_from, "mixtures": 1,
+                             "scales": [cell.name for cell in stage.cells] or [stage.name]}
+                for stage in spec.stages if stage.proposed_from}
     built_on = {stage.name: built_on_trials(sweep, stage) for stage in spec.stages if stage.from_each or stage.merge}
     # a search stage's one template trial stands for all its samples
     weights = {stage.name: by_stage[stage.name] / max(1, len(sweep.stage_trials(stage.name))) for stage in spec.stages}
@@ -93,6 +99,8 @@ def plan_summary(sweep: Sweep, cluster: dict[str, float] | None = None,
         "axes": axes,
         "cells": cells,
         "per_task": per_task,
+        "mixture_search": mixture_search,  # proxy trials: Dirichlet draws + the EPS mixture
+        "proposed": proposed,  # 1 proposed mixture x scales, made when the proxies have finished
         "built_on": built_on,
         "models": dict(names),
         "resources": spec.resources.model_dump() | {"gpus_per_trial": gpus},
@@ -235,6 +243,14 @@ def format_plan(summary: dict[str, Any]) -> str:
         parts += [f"{key} x{n}" for key, n in summary["axes"][stage].items()]
         if stage in summary["per_task"]:
             parts.append(f"{summary['per_task'][stage]} tasks")
+        if stage in summary.get("mixture_search", {}):
+            search = summary["mixture_search"][stage]
+            parts = [f"{search['drawn']} Dirichlet mixtures over {search['groups']} {search['over']} groups "
+                     f"+ the EPS mixture"]
+        if stage in summary.get("proposed", {}):
+            proposal = summary["proposed"][stage]
+            parts = [f"1 proposed mixture (of {proposal['from']}, made when it has finished)",
+                     f"{len(proposal['scales'])} scales ({', '.join(proposal['scales'])})"]
         lines.append(f"  {stage}: {count} trials" + (": " + " x ".join(parts) if parts else ""))
     resources = summary["resources"]
     lines.append(f"resources per trial: {resources['workers']} workers x {resources['gpus_per_worker']} GPU, "

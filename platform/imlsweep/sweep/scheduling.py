@@ -5,7 +5,9 @@ scheduler that applies each search stage's early stopping to that stage's trials
 completed, whatever stage it is in, so independent trials run while a dependency trains and no GPU waits
 for a stage boundary. Tune keeps its own scheduling, retries (`FailureConfig`) and callbacks. A search
 stage's samples are queue entries too; a random search draws sample i's values from (seed, i), an Optuna
-search asks its Optuna searcher, which learns from that stage's finished samples.
+search asks its Optuna searcher, which learns from that stage's finished samples. A trial that trains a
+mixture search's proposal gets the proposed mixture as its params when it is handed out (its proxies have
+all finished by then: it waits for them in the queue).
 """
 
 from __future__ import annotations
@@ -28,17 +30,19 @@ COMPLETED_KEY = "trial_completed"
 class QueueEntry:
     stage: str
     search_index: int | None = None  # the sample's index in a search stage
+    proposal_of: str | None = None  # the mixture_search stage whose proposed mixture the trial trains
 
 
 class SweepSearcher(Searcher):
     """Suggests `{"trial", "stage", "params"}` configs in dependency order; FINISHED when none is left.
     `on_dropped(trial, dependency)` is told of each trial that cannot run because its dependency failed or
-    was stopped early."""
+    was stopped early. `proposals(stage)` is the dotted-key params of a mixture search stage's proposed
+    mixture, or None when it has none (too few proxies completed; it says why): its trials are not run."""
 
     def __init__(self, queue: TrialQueue, entries: dict[str, QueueEntry], searches: dict[str, Search],
-                 on_dropped: Callable[[str, str], None]) -> None:
+                 on_dropped: Callable[[str, str], None], proposals: Callable[[str], dict[str, Any] | None]) -> None:
         super().__init__()
-        self.queue, self.entries, self.on_dropped = queue, entries, on_dropped
+        self.queue, self.entries, self.on_dropped, self.proposals = queue, entries, on_dropped, proposals
         self.searches = searches
         self.optuna = {stage: optuna_searcher(search) for stage, search in searches.items()
                        if search.algorithm == "optuna"}
@@ -46,12 +50,20 @@ class SweepSearcher(Searcher):
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         name = self.queue.pop()
+        while name is not None and self.entries[name].proposal_of is not None:
+            proposal = self.proposals(self.entries[name].proposal_of)
+            if proposal is not None:
+                break
+            self.queue.failed(name)
+            name = self.queue.pop()
         if name is None:
             return Searcher.FINISHED if self.queue.exhausted else None
         self.names[trial_id] = name
         entry = self.entries[name]
         params: dict[str, Any] = {}
-        if entry.search_index is not None:
+        if entry.proposal_of is not None:
+            params = proposal
+        elif entry.search_index is not None:
             stage_optuna = self.optuna.get(entry.stage)
             params = (stage_optuna.suggest(trial_id) if stage_optuna is not None
                       else sample_params(self.searches[entry.stage], entry.search_index))

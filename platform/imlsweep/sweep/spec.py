@@ -5,7 +5,9 @@ A spec names a corpus, a `base` trial (a partial TrialConfig written as nested d
 list of values, or lists of whole sub-configs), may list named `cells` (explicit overrides, e.g. the
 eight cells of the sample-efficiency study), and may train one model per task (`per_task`). A stage
 or a cell that `depends_on` a trial of an earlier stage starts from that trial's exported weights.
-A stage may instead `search` a space with Ray Tune (random or Optuna, optionally with ASHA).
+A stage may instead `search` a space with Ray Tune (random or Optuna, optionally with ASHA), or be a
+`mixture_search`: proxy trials on Dirichlet draws of the mixture's group weights plus the EPS mixture, whose
+scores a regression turns into a proposed mixture that a later stage (`proposed_from`) trains, once per cell.
 
 Two stage kinds build on finished trials of earlier stages: `from_each` starts one trial from each
 selected trial (a transfer matrix: every source task's model fine-tuned on every target task of a
@@ -21,6 +23,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from imlsweep.config import StrictModel, read_yaml, validate_config
+from imlsweep.data.mixture import GroupKind
 
 Scalar = str | int | float | bool | None
 
@@ -94,6 +97,42 @@ class Search(StrictModel):
     seed: int = 0
 
 
+class ProposalConstraints(StrictModel):
+    """Where the proposed mixture may lie: on the simplex over the groups, within these bounds."""
+
+    min_weight: float = Field(default=0.005, ge=0, lt=1, description="every group's weight at least this")
+    max_ratio_to_eps: float | None = Field(default=None, ge=1, description="no group's weight above this multiple "
+                                           "of its weight in the EPS mixture; null: no such bound")
+
+
+class MixtureSearch(StrictModel):
+    """Proxy trials on `mixtures` Dirichlet(`concentration`) draws of the weights of `groups` (set as the
+    mixture's `<over>_proportions`), plus the stage's own (EPS/temperature) mixture; when they have finished,
+    ridge regression of `metric` on the log-weights, and the constrained mixture it predicts best."""
+
+    over: GroupKind = Field(description="benchmark, category or task: what the weights are over")
+    groups: list[str] = Field(min_length=2, description="the benchmarks, categories or task ids weighed")
+    mixtures: int = Field(ge=2, description="Dirichlet draws, each one proxy trial (the EPS mixture is one more)")
+    concentration: float = Field(default=1.0, gt=0, description="the Dirichlet's parameter, the same for every group")
+    seed: int = Field(default=0, description="seed of the draws and of the proposal's search")
+    metric: str = Field(default="eval/combined", description="the aggregated validation score a trial reports")
+    mode: Literal["min", "max"] = "max"
+    ridge_alpha: float = Field(default=1.0, gt=0, description="L2 penalty of the ridge regression")
+    min_fitted: int = Field(default=4, ge=3, description="completed proxy trials a proposal needs")
+    constraints: ProposalConstraints = ProposalConstraints()
+
+    @model_validator(mode="after")
+    def _feasible(self) -> "MixtureSearch":
+        if len(set(self.groups)) != len(self.groups):
+            raise ValueError(f"groups repeat: {sorted(g for g in set(self.groups) if self.groups.count(g) > 1)}")
+        if self.constraints.min_weight * len(self.groups) > 1:
+            raise ValueError(f"constraints.min_weight: {self.constraints.min_weight} x {len(self.groups)} groups "
+                             "is more than 1")
+        if self.min_fitted > self.mixtures + 1:
+            raise ValueError(f"min_fitted: {self.min_fitted} is more than the {self.mixtures + 1} proxy trials")
+        return self
+
+
 class Stage(StrictModel):
     name: str
     set: dict[str, Any] = Field(default_factory=dict, description="dotted key -> value on top of `base`")
@@ -105,6 +144,9 @@ class Stage(StrictModel):
     search: Search | None = None
     replicates: int = Field(default=1, ge=1, description="trials per configuration, seeds train.seed + 0..N-1; "
                             "the report pools them into intervals")
+    mixture_search: MixtureSearch | None = None
+    proposed_from: str | None = Field(default=None, description="an earlier mixture_search stage: this stage trains "
+                                      "its proposed mixture, once per cell (e.g. at proxy and at target scale)")
     from_each: FromEach | None = Field(default=None, description="start one trial from each selected trial")
     merge: MergeStage | None = Field(default=None, description="merge the selected trials' models instead of training")
 
@@ -120,6 +162,15 @@ class Stage(StrictModel):
     def _search_alone(self) -> "Stage":
         if self.search is not None and (self.axes or self.cells or self.per_task or self.replicates > 1):
             raise ValueError("a stage with `search` cannot also have axes, cells, per_task or replicates")
+        built_on = self.from_each or self.merge
+        if self.mixture_search is not None and (self.axes or self.cells or self.per_task or self.search
+                                                or self.replicates > 1 or self.proposed_from or built_on):
+            raise ValueError("a stage with `mixture_search` cannot also have axes, cells, per_task, search, "
+                             "replicates, proposed_from, from_each or merge")
+        if self.proposed_from is not None and (self.axes or self.per_task or self.search or self.replicates > 1
+                                               or built_on):
+            raise ValueError("a stage with `proposed_from` trains one mixture per cell: it cannot also have axes, "
+                             "per_task, search, replicates, from_each or merge")
         for kind in ("from_each", "merge"):
             if getattr(self, kind) is None:
                 continue
@@ -230,6 +281,13 @@ class SweepSpec(StrictModel):
         names = [stage.name for stage in stages]
         if len(set(names)) != len(names):
             raise ValueError(f"stage names repeat: {names}")
+        searches = set()
+        for index, stage in enumerate(stages):
+            if stage.proposed_from is not None and stage.proposed_from not in searches:
+                raise ValueError(f"{index}.proposed_from: {stage.proposed_from!r} is not an earlier stage with "
+                                 f"mixture_search (those: {sorted(searches)})")
+            if stage.mixture_search is not None:
+                searches.add(stage.name)
         return stages
 
 

@@ -9,6 +9,7 @@ URI), so a new head node resumes a sweep from its bucket. It holds:
     plan.json         the plan the run started with (`imlsweep.sweep.plan`)
     results.parquet   the results table (`imlsweep.sweep.results`)
     driver.json       the running driver (`imlsweep.sweep.state`)
+    <stage>.proposal.json   a mixture search's fit and proposed mixture (`imlsweep.sweep.proposal`)
     <trial name>/     one trial directory per trial (`imlsweep.trial_dir`)
 """
 
