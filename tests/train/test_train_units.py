@@ -9,6 +9,7 @@ import torch
 
 from imlsweep.config import ConfigError, validate_config
 from imlsweep.errors import UserError
+from imlsweep.eval.config import EvalConfig
 from imlsweep.train.attention import dense_document_mask
 from imlsweep.train.checkpoints import checkpoint_config_kwargs, checkpoint_due
 from imlsweep.train.config import TrainConfig, TrialConfig
@@ -180,6 +181,15 @@ def test_retention_settings():
     assert checkpoint_config_kwargs(TrainConfig(keep="last", num_to_keep=2)) == {"num_to_keep": 2}
     assert checkpoint_config_kwargs(TrainConfig(keep="best", num_to_keep=3)) == {
         "num_to_keep": 3, "checkpoint_score_attribute": "loss", "checkpoint_score_order": "min"}
+    validating = EvalConfig(every_steps=5, best_metric="val/rougeL")
+    assert checkpoint_config_kwargs(TrainConfig(keep="best", num_to_keep=1), validating) == {
+        "num_to_keep": 1, "checkpoint_score_attribute": "val/rougeL", "checkpoint_score_order": "max"}
+    assert checkpoint_config_kwargs(TrainConfig(keep="last"), validating) == {"num_to_keep": 1}
+    with pytest.raises(ConfigError, match=r"train.checkpoint_every 15 is not a multiple of eval.every_steps 10"):
+        validate_config({**TRIAL, "train": {"keep": "best", "checkpoint_every": 15}, "eval": {"every_steps": 10}},
+                        TrialConfig, "trial.yaml")
+    with pytest.raises(ConfigError, match=r"eval.best_metric"):  # a validation score, named as reported
+        validate_config({**TRIAL, "eval": {"every_steps": 10, "best_metric": "loss"}}, TrialConfig, "trial.yaml")
     assert checkpoint_due(TrainConfig(checkpoint_every=5), 10)
     assert not checkpoint_due(TrainConfig(checkpoint_every=5), 11)
     assert not checkpoint_due(TrainConfig(checkpoint_every=5, keep="none"), 10)

@@ -1,4 +1,5 @@
-"""The eval suite of a trial (`TrialConfig.eval`) or of `imlsweep eval run`."""
+"""The eval suite of a trial (`TrialConfig.eval`) or of `imlsweep eval run`, and what a trial scores while it
+trains (`every_steps`, `validation`): the same settings on validation instances, kept cheap by an item limit."""
 
 from __future__ import annotations
 
@@ -11,6 +12,17 @@ from imlsweep.corpus.schema import Split
 from imlsweep.data.encodings import EncodingConfig
 
 EvalMode = Literal["auto", "generation", "rank"]
+VALIDATION_PREFIX = "val"  # validation scores are reported as val/<name> (eval/<name> after training)
+
+
+class ValidationConfig(StrictModel):
+    """The instances a trial scores every `eval.every_steps` steps, with the eval suite's other settings."""
+
+    tasks: list[str] | None = Field(default=None, description="task ids; null = the eval suite's tasks (every "
+                                    "task with instances in `split` when those are null too)")
+    split: Split = Field(default="validation", description="which instances of those tasks")
+    max_per_task: int = Field(default=8, ge=1, description="first N instances per task: each validation "
+                              "generates for tasks x N x shots items")
 
 
 class EvalConfig(StrictModel):
@@ -35,6 +47,19 @@ class EvalConfig(StrictModel):
         default=None, ge=1, description="sample-efficiency view: report the N largest categories, club "
         "the rest as 'others'; null = no clubbing")
     seed: int = Field(default=0, description="seed of sampling and demonstrations")
+    every_steps: int | None = Field(default=None, ge=1, description="score `validation` every N optimizer steps "
+                                    "and after the last one (reported as val/...); null = no validation")
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    best_metric: str = Field(default=f"{VALIDATION_PREFIX}/combined", pattern=rf"^{VALIDATION_PREFIX}/.+",
+                             description="the validation score `train.keep: best` keeps the highest of: "
+                             "val/combined (OPT-IML's combined score: per-task ROUGE-L, accuracy for ranked "
+                             "tasks, rolled up), val/rougeL, val/<shots>shot, val/<level>/<shots>shot, ...")
+
+    def validation_suite(self) -> EvalConfig:
+        """These settings on the validation instances."""
+        return self.model_copy(update={"tasks": self.validation.tasks if self.validation.tasks is not None
+                                       else self.tasks, "split": self.validation.split,
+                                       "max_per_task": self.validation.max_per_task})
 
     @field_validator("shots")
     @classmethod

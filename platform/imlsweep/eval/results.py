@@ -64,13 +64,14 @@ def write_evaluation(directory: TrialDir, rows: Sequence[dict[str, Any]], metric
     directory.write_evaluation(predictions_table(rows), metrics)
 
 
-def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """Flat numbers for Ray Tune / W&B: eval/combined, eval/<shots>shot, eval/<level>/<shots>shot, overall."""
-    flat = {"eval/combined": metrics["combined"]}
-    flat.update({f"eval/{shots}shot": value for shots, value in metrics["per_shots"].items()})
+def scalar_metrics(metrics: dict[str, Any], prefix: str = "eval") -> dict[str, float]:
+    """Flat numbers for Ray Tune / W&B: <prefix>/combined, <prefix>/<shots>shot, <prefix>/<level>/<shots>shot,
+    overall (prefix `eval` after training, `val` for a validation while training)."""
+    flat = {f"{prefix}/combined": metrics["combined"]}
+    flat.update({f"{prefix}/{shots}shot": value for shots, value in metrics["per_shots"].items()})
     for level, by_shots in metrics["per_level"].items():
-        flat.update({f"eval/{level}/{shots}shot": value for shots, value in by_shots.items()})
+        flat.update({f"{prefix}/{level}/{shots}shot": value for shots, value in by_shots.items()})
     for key in ("rougeL", "exact_match", "accuracy"):
         if metrics["overall"][key] is not None:
-            flat[f"eval/{key}"] = metrics["overall"][key]
+            flat[f"{prefix}/{key}"] = metrics["overall"][key]
     return flat

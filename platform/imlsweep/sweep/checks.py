@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 from imlsweep import storage
 from imlsweep.config import ConfigError
 from imlsweep.data.mixture import PROPORTION_KEYS
+from imlsweep.data.plan import SPLIT_SIZE_COLUMN
 from imlsweep.errors import UserError
 from imlsweep.sweep.sweep import Sweep
 from imlsweep.train.config import TrialConfig
@@ -70,6 +71,8 @@ class CorpusNames:
         self.tasks = set(manifest["task_id"])
         self.categories = set(manifest["category"])
         self.benchmarks = set(manifest["benchmark"])
+        self.instances = {split: dict(zip(manifest["task_id"], manifest[column]))
+                          for split, column in SPLIT_SIZE_COLUMN.items()}
 
     def missing(self, kind: str, value: str) -> str | None:
         names = {"task": self.tasks, "category": self.categories, "benchmark": self.benchmarks}[kind]
@@ -104,6 +107,15 @@ def corpus_problems(config: TrialConfig, names: CorpusNames) -> list[tuple[str, 
     if config.eval is not None:
         for task in config.eval.tasks or []:
             check("eval.tasks", "task", task)
+        for task in config.eval.validation.tasks or []:
+            check("eval.validation.tasks", "task", task)
+        validation = config.eval.validation_suite()
+        if config.eval.every_steps is not None and validation.tasks is not None:
+            key = "eval.validation.tasks" if config.eval.validation.tasks is not None else "eval.tasks"
+            for task in validation.tasks:
+                if names.instances[validation.split].get(task, 1) == 0:  # an unknown task is reported above
+                    found.append((key, task, f"has no {validation.split} instances to validate on "
+                                  "(eval.every_steps)"))
         for group, patterns in config.eval.task_groups.items():
             for pattern in patterns:
                 if not fnmatch.filter(names.tasks, pattern):

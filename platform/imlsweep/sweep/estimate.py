@@ -4,7 +4,8 @@ With a built corpus, the examples are the trial's mixture plan over the corpus m
 k per task, the stream's total), and the tokens per example are measured: a seeded sample of each
 source's draws is rendered and tokenized as the training pipeline does it (same encoding, tokenizer and
 length limits). Evaluation items are the eval split's instances (capped by `max_per_task`) x shot
-settings. Without a built corpus here, `estimate.without_corpus` supplies examples and tokens per
+settings, plus, with `eval.every_steps`, the validation suite's items x validations (one every
+`every_steps` optimizer steps and one after the last). Without a built corpus here, `estimate.without_corpus` supplies examples and tokens per
 example. Either way the spec's `estimate:` block supplies throughput only:
 
     seconds = startup_s + train tokens / (tokens/s of one GPU, or of one CPU worker, x devices)
@@ -17,6 +18,7 @@ Training tokens are the trial's own: optimizer steps x rows per step x tokens pe
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from imlsweep.errors import UserError
+from imlsweep.eval.config import EvalConfig
 from imlsweep.sweep.spec import SweepSpec
 from imlsweep.train.config import TrialConfig
 
@@ -65,23 +68,23 @@ class Estimator:
 
     def trial(self, config: TrialConfig) -> TrialEstimate:
         if config.merge is not None:  # no training: merging is reading and writing weights, in startup_s
-            items = self.eval_items(config)
+            items = self.eval_items(config, steps=0)
             return TrialEstimate(examples=0.0, tokens=0.0, eval_items=items, seconds=self.seconds(0.0, items))
         stream = self.stream(config)
         train = config.train
+        mean_example = stream.tokens / max(stream.examples, 1.0)
+        # decoder-only rows are packed full, packed seq2seq rows about as full as their source row
+        # (targets are short); an unpacked seq2seq row is one example
+        mixture = config.mixture
+        per_row = (mixture.max_length if self.model_kind(config) == "causal" else
+                   mixture.max_source_length if mixture.pack_seq2seq else mean_example)
         if train.max_steps is not None:
-            mean_example = stream.tokens / max(stream.examples, 1.0)
-            # decoder-only rows are packed full, packed seq2seq rows about as full as their source row
-            # (targets are short); an unpacked seq2seq row is one example
-            mixture = config.mixture
-            per_row = (mixture.max_length if self.model_kind(config) == "causal" else
-                       mixture.max_source_length if mixture.pack_seq2seq else mean_example)
             tokens = float(train.max_steps) * train.rows_per_step * per_row
             examples = tokens / max(mean_example, 1.0)
         else:
             epochs = train.epochs or 1
             examples, tokens = stream.examples * epochs, stream.tokens * epochs
-        items = self.eval_items(config)
+        items = self.eval_items(config, steps=math.ceil(tokens / (train.rows_per_step * max(per_row, 1.0))))
         return TrialEstimate(examples=examples, tokens=tokens, eval_items=items,
                              seconds=self.seconds(tokens, items))
 
@@ -169,10 +172,18 @@ class Estimator:
     def model_kind(self, config: TrialConfig) -> str:
         return model_kind_of(config.model.name)
 
-    def eval_items(self, config: TrialConfig) -> float:
+    def eval_items(self, config: TrialConfig, steps: int) -> float:
+        """The eval suite's items, and those of every validation over `steps` optimizer steps."""
         evaluation = config.eval
         if evaluation is None:
             return 0.0
+        items = self.suite_items(evaluation)
+        if evaluation.every_steps is not None:
+            validations = -(-steps // evaluation.every_steps)  # every N steps, and after the last
+            items += validations * self.suite_items(evaluation.validation_suite())
+        return items
+
+    def suite_items(self, evaluation: EvalConfig) -> float:
         cap = evaluation.max_per_task
         if self.from_corpus:
             from imlsweep.eval.trial import default_eval_tasks

@@ -2,13 +2,15 @@
 
 Tune hands it `{"trial", "stage", "params"}` (`imlsweep.sweep.scheduling`): the trial's name, its stage
 and, for a search sample, its drawn values (for a mixture search's proposed trial, the proposed mixture). It calls `run_trial` (which builds and fits a `TorchTrainer`, the Ray Train V2 pattern, or trains in this
-process for a single-worker trial), logs the trial's W&B run, applies the sweep's retention and writes
+process for a single-worker trial) inside the trial's W&B run (`imlsweep.sweep.tracking.LiveRun`: curves
+while it trains, summary and task table at the end), applies the sweep's retention and writes
 `trial_result.json` last: the proof the trial is done. A trial that finished just before a driver died is
 not run again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -79,33 +81,41 @@ def trainable(params: dict[str, Any], context: SweepContext) -> None:
         tune.report(final_report(finished))
         return
     start = time.perf_counter()
-    try:
-        run = run_trial_here(context, trial)
-    except Exception as error:
-        trial_dir.record_error(error)
-        raise
-    metrics = json.loads(json.dumps(run.metrics, default=str))
-    wandb_run_id = None
-    if context.spec.tracking.wandb:
-        from imlsweep.storage import local_folder
-        from imlsweep.sweep.tracking import log_trial_run, numeric_items
+    live = live_run(context, trial, trial_dir)
+    with live or contextlib.nullcontext():
+        try:
+            run = run_trial_here(context, trial)
+        except Exception as error:
+            trial_dir.record_error(error)
+            raise
+        metrics = json.loads(json.dumps(run.metrics, default=str))
+        if live is not None:
+            from imlsweep.sweep.tracking import numeric_items
 
-        wandb_run_id = log_trial_run(
-            context.spec.tracking, sweep=context.sweep, stage=trial.stage, trial=name, trial_dir=trial_dir,
-            wandb_dir=local_folder(trial_dir.uri), labels=trial.labels,
-            trial_config=trial.config.model_dump(mode="json"),
-            summary=numeric_items(metrics) | {"train_time_s": run.train_time_s, "train_tokens": run.train_tokens,
-                                              "train_examples": run.train_examples},
-            tasks=trial_dir.task_metrics())
+            live.finish(numeric_items(metrics) | {"train_time_s": run.train_time_s, "train_tokens": run.train_tokens,
+                                                  "train_examples": run.train_examples},
+                        trial_dir.task_metrics())
     if context.spec.retention.checkpoints == "delete_when_done":
         trial_dir.delete_checkpoints()
     result = TrialResult(trial=name, stage=trial.stage, labels=trial.labels, metrics=metrics,
                          train_time_s=run.train_time_s, train_tokens=run.train_tokens,
                          train_examples=run.train_examples, hf_model_dir=run.hf_model_dir,
-                         wandb_run_id=wandb_run_id, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                         trial_wall_s=time.perf_counter() - start)
+                         wandb_run_id=live.run_id if live is not None else None,
+                         finished=time.strftime("%Y-%m-%dT%H:%M:%S"), trial_wall_s=time.perf_counter() - start)
     trial_dir.write_result(result)  # last: the proof the trial is done
     tune.report(final_report(result))
+
+
+def live_run(context: SweepContext, trial: PlannedTrial, trial_dir: TrialDir) -> Any:
+    """The trial's W&B run for this attempt (`imlsweep.sweep.tracking.LiveRun`), or None without W&B."""
+    if not context.spec.tracking.wandb:
+        return None
+    from imlsweep.storage import local_folder
+    from imlsweep.sweep.tracking import LiveRun
+
+    return LiveRun(context.spec.tracking, sweep=context.sweep, stage=trial.stage, trial_dir=trial_dir,
+                   wandb_dir=local_folder(trial_dir.uri), labels=trial.labels,
+                   trial_config=trial.config.model_dump(mode="json"))
 
 
 def run_trial_here(context: SweepContext, trial: PlannedTrial) -> Any:

@@ -2,9 +2,11 @@
 export in Hugging Face format.
 
 Retention (`train.keep`): `all` keeps every checkpoint; `last` the `num_to_keep` most recent; `best`
-the `num_to_keep` with the lowest training loss; `none` writes no checkpoint (a failed worker then
-restarts the trial from step 0). A LoRA trial's checkpoints and export hold the adapter, not the frozen
-base (`imlsweep.train.lora`).
+the `num_to_keep` with the highest validation score `eval.best_metric` when the trial validates while
+it trains (`eval.every_steps`), else with the lowest training loss; `none` writes no checkpoint (a
+failed worker then restarts the trial from step 0). Ray Train also keeps the latest checkpoint, to
+resume from. A LoRA trial's checkpoints and export hold the adapter, not the frozen base
+(`imlsweep.train.lora`).
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from imlsweep.eval.config import EvalConfig
 from imlsweep.train.config import TrainConfig
 from imlsweep.train.lora import LoraConfig, merged_model, save_adapter
 
 ENGINE_TAG = "state"  # DeepSpeed tag (subfolder) inside each checkpoint
 PROGRESS_FILE = "progress.json"
-SCORE_METRIC = "loss"
+LOSS_METRIC = "loss"
 
 
 @dataclass
@@ -34,12 +37,15 @@ class Progress:
     train_time_s: float = 0.0
 
 
-def checkpoint_config_kwargs(train: TrainConfig) -> dict[str, Any]:
+def checkpoint_config_kwargs(train: TrainConfig, eval_config: EvalConfig | None = None) -> dict[str, Any]:
     """Keyword arguments of `ray.train.CheckpointConfig` for the trial's `keep`."""
     if train.keep == "last":
         return {"num_to_keep": train.num_to_keep}
+    if train.keep == "best" and eval_config is not None and eval_config.every_steps is not None:
+        return {"num_to_keep": train.num_to_keep, "checkpoint_score_attribute": eval_config.best_metric,
+                "checkpoint_score_order": "max"}
     if train.keep == "best":
-        return {"num_to_keep": train.num_to_keep, "checkpoint_score_attribute": SCORE_METRIC,
+        return {"num_to_keep": train.num_to_keep, "checkpoint_score_attribute": LOSS_METRIC,
                 "checkpoint_score_order": "min"}
     return {}
 

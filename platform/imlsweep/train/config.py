@@ -131,6 +131,16 @@ class TrialConfig(StrictModel):
             raise ValueError("a merge trial starts from no weights: set merge.base, not init_from")
         return self
 
+    @model_validator(mode="after")
+    def _checkpoints_have_scores(self) -> TrialConfig:
+        """`keep: best` ranks checkpoints by their validation score: each checkpoint step must be a validation step."""
+        every = self.eval.every_steps if self.eval is not None else None
+        checkpoint_every = self.train.checkpoint_every
+        if self.train.keep == "best" and every is not None and checkpoint_every is not None and checkpoint_every % every:
+            raise ValueError(f"train.checkpoint_every {checkpoint_every} is not a multiple of eval.every_steps {every}: "
+                             f"with train.keep: best every checkpoint needs its validation score ({self.eval.best_metric})")
+        return self
+
 
 def load_trial_config(path: str | Path) -> TrialConfig:
     return load_config(path, TrialConfig)

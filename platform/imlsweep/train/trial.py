@@ -124,7 +124,7 @@ def run_on_ray_train(setup: WorkerSetup, dataset: Any, callbacks: Sequence[Any])
         scaling_config=ray.train.ScalingConfig(**scaling_config_kwargs(train)),
         run_config=ray.train.RunConfig(
             name=setup.config.name, storage_path=setup.trial_dir.uri.rsplit("/", 1)[0],
-            checkpoint_config=ray.train.CheckpointConfig(**checkpoint_config_kwargs(train)),
+            checkpoint_config=ray.train.CheckpointConfig(**checkpoint_config_kwargs(train, setup.config.eval)),
             failure_config=ray.train.FailureConfig(max_failures=train.worker_restarts),
             callbacks=list(callbacks) or None),
         datasets={TRAIN_DATASET: dataset},

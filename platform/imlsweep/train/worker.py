@@ -3,8 +3,11 @@ and checkpoints through the session's report (`ray.train.report` on Ray Train wo
 trial's evaluation (when it has one). An in-process trial runs the same loop with a one-worker
 session of its own: no checkpoints, reports straight to the caller (Ray Tune).
 
-`run_worker` reads top to bottom: set up, train (each step, then the decision to log, checkpoint and
-report), export, evaluate, report the end. Every worker reports at the same steps (Ray Train gathers one
+`run_worker` reads top to bottom: set up, train (each step, then the decision to log, validate,
+checkpoint and report), export, evaluate, report the end. A trial with `eval.every_steps` scores its
+validation instances at those steps and after the last one; the val/... scores join that step's line
+of metrics.jsonl and its report (so Tune schedulers and `keep: best` can use them), and the final report
+carries the last ones. Every worker reports at the same steps (Ray Train gathers one
 report per worker). A restarted worker loads the last checkpoint and skips the micro-batches of the
 current epoch it already trained on, so no example is seen twice in an epoch because of the restart.
 """
@@ -129,6 +132,8 @@ class WorkerRun:
         self.n_params = sum(getattr(p, "ds_numel", p.numel()) for p in self.model.parameters())
         self.device_peak = peak_flops(torch.cuda.get_device_name()) if self.train.use_gpu else None
         self.seq_len = 0
+        self.validation = validation_of(self.config)
+        self.validated_step = self.progress.step if self.resumed else -1
 
     # -- the data ----------------------------------------------------------------------------------------
 
@@ -177,7 +182,12 @@ class WorkerRun:
         return self.keeps_checkpoints and checkpoint_due(self.train, self.progress.step)
 
     def log_due(self) -> bool:
-        return self.checkpoint_due() or self.progress.step % self.train.log_every == 0
+        return (self.checkpoint_due() or self.progress.step % self.train.log_every == 0
+                or self.validation_due(final=False))
+
+    def validation_due(self, final: bool) -> bool:
+        return (self.validation is not None and self.validated_step != self.progress.step
+                and self.validation.due(self.progress.step, final))
 
     def inject_failure_if_asked(self) -> None:
         if self.train.fail_at_step == self.progress.step and not self.resumed and self.session.rank == 0:
@@ -185,14 +195,26 @@ class WorkerRun:
 
     # -- logging, checkpointing, reporting ---------------------------------------------------------------
 
-    def close_window(self) -> None:
-        """Reduce the metrics since the last report over the workers; rank 0 appends them to
-        metrics.jsonl. A step already logged (the final report right after a periodic one) is not logged
-        again."""
+    def close_window(self, final: bool = False) -> None:
+        """Reduce the metrics since the last report over the workers, validate when due; rank 0 appends
+        them to metrics.jsonl. A step already logged (the final report right after a periodic one) is not
+        logged again, only validated if it was not."""
+        logged = self.logged_step != self.progress.step
+        if logged:
+            self.reduce_window()
+        if self.validation_due(final):
+            scores = self.validation.score(self.engine, self.tokenizer, self.session.rank, self.session.world_size)
+            self.validated_step = self.progress.step
+            self.last_metrics = {**self.last_metrics, **scores}
+            if self.records and self.records[-1].get("step") == self.progress.step:
+                self.records[-1].update(scores)
+            logged = True
+        if logged and self.session.rank == 0:
+            self.setup.trial_dir.write_metrics_log(self.records)
+
+    def reduce_window(self) -> None:
         import torch
 
-        if self.logged_step == self.progress.step:
-            return
         sums = torch.tensor(self.window.as_list(), dtype=torch.float64, device=self.engine.device)
         torch.distributed.all_reduce(sums)
         sums = sums.tolist()
@@ -219,12 +241,11 @@ class WorkerRun:
                                                      metrics["tokens_per_s"], self.device_peak)
         if self.session.rank == 0:
             self.records.append(metrics)
-            self.setup.trial_dir.write_metrics_log(self.records)
         self.last_metrics = metrics
         self.window, self.window_start, self.logged_step = Window(), time.perf_counter(), progress.step
 
-    def log_and_report(self, with_checkpoint: bool, extra: dict[str, Any] | None = None) -> None:
-        self.close_window()
+    def log_and_report(self, with_checkpoint: bool, extra: dict[str, Any] | None = None, final: bool = False) -> None:
+        self.close_window(final)
         metrics = {**self.last_metrics, **(extra or {})}
         if not with_checkpoint or self.checkpointed_step == self.progress.step:
             self.session.report(metrics)
@@ -261,7 +282,17 @@ class WorkerRun:
 
         # Not "done": Ray Tune reads a reported `done` as the end of the trial and tears it down mid-fit.
         self.log_and_report(self.keeps_checkpoints, {"training_finished": True,
-                                                     **(scalar_metrics(evaluation) if evaluation else {})})
+                                                     **(scalar_metrics(evaluation) if evaluation else {})},
+                            final=True)
+
+
+def validation_of(config: TrialConfig) -> Any:
+    """The trial's `imlsweep.eval.trial.Validation`, or None without `eval.every_steps`."""
+    if config.eval is None or config.eval.every_steps is None:
+        return None
+    from imlsweep.eval.trial import Validation
+
+    return Validation(config)
 
 
 def training_done(train: TrainConfig, progress: Progress) -> bool:
