@@ -7,6 +7,8 @@
       hf_model/             final weights in Hugging Face format, when the trial exports them
       predictions.parquet   one row per evaluated item
       metrics.json          every level of the evaluation's aggregation
+      evals/<name>/         a later evaluation of the exported model (`imlsweep sweep eval`): its own
+                            predictions.parquet and metrics.json
       trial_result.json     a sweep's record of the finished trial (`TrialResult`): written last, the
                             only proof that the trial is done (completed, or stopped early)
       trial_stopped         beside the result of a trial its scheduler stopped early, so a listing
@@ -38,6 +40,7 @@ RESULT_FILE = "trial_result.json"
 ERROR_FILE = "trial_error.txt"
 STOPPED_FILE = "trial_stopped"
 HF_MODEL_DIR = "hf_model"
+EVALS_DIR = "evals"
 CHECKPOINT_PREFIX = "checkpoint_"
 ATTEMPT_HEADER = "--- attempt failed at "
 
@@ -99,10 +102,22 @@ class TrialDir:
     def hf_model(self) -> str:
         return self.file(HF_MODEL_DIR)
 
+    def evaluation(self, name: str) -> TrialDir:
+        """Where the later evaluation `name` of this trial's model writes its predictions.parquet and
+        metrics.json (read and written with the same methods as the trial's own evaluation)."""
+        return TrialDir(storage.join(self.uri, EVALS_DIR, name))
+
     # -- the config ------------------------------------------------------------------------------------
 
     def write_config(self, config: BaseModel) -> None:
         storage.write_text(self.file(CONFIG_FILE), dump_config(config))
+
+    def read_config_data(self) -> dict[str, Any] | None:
+        """trial.yaml as data (validate it into a TrialConfig), or None when the trial never started."""
+        import yaml
+
+        text = storage.read_text(self.file(CONFIG_FILE))
+        return None if text is None else yaml.safe_load(text)
 
     # -- training metrics -------------------------------------------------------------------------------
 

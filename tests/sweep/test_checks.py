@@ -3,7 +3,6 @@ machine, and fail with the spec file, the trial, the key and the bad value befor
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -15,31 +14,13 @@ from quickstart_spec import SWEEPS, quickstart_copy
 TASKS = ["task1159_bard_analogical_reasoning_containers", "task828_copa_commonsense_cause_effect"]
 
 
-@pytest.fixture
-def ray_sessions(monkeypatch) -> list:
-    """Every command reaches Ray through `ray_session`: each entry is recorded (and goes on to the real one),
-    so a test sees whether a command got as far as Ray whatever earlier tests left running."""
-    import imlsweep.ray_session as module
-
-    entered, real = [], module.ray_session
-
-    @contextlib.contextmanager
-    def recorded(*args, **kwargs):
-        entered.append(args)
-        with real(*args, **kwargs):
-            yield
-
-    monkeypatch.setattr(module, "ray_session", recorded)
-    return entered
-
-
 def test_misspelled_task_fails_plan_and_run_before_ray(tmp_path, sample_corpus, capsys, ray_sessions):
     spec = quickstart_copy(tmp_path, sample_corpus, TASKS[1], "task999_nonexistent")
     storage = tmp_path / "runs"
     for command in ("plan", "run"):
         assert main(["sweep", command, str(spec), "--storage", str(storage)]) == 2
         error = capsys.readouterr().err
-        assert (f"{spec}: trial single_task-inst_8-task999 (and 11 more trials): mixture.tasks: "
+        assert (f"{spec}: trial single_task-inst_8-task999-r0 (and 23 more trials): mixture.tasks: "
                 "'task999_nonexistent' is not a task of the corpus; did you mean") in error
         assert "eval.tasks: 'task999_nonexistent'" in error
     assert not ray_sessions
@@ -67,7 +48,7 @@ def test_names_the_corpus_lacks_fail_plan_and_run(tmp_path, sample_corpus, capsy
     spec = quickstart_copy(tmp_path, sample_corpus, old, new)
     for command in ("plan", "run"):
         assert main(["sweep", command, str(spec), "--storage", str(tmp_path / "runs")]) == 2
-        assert f"{spec}: trial single_task-inst_8-task1159 (and 17 more trials): {message}" in capsys.readouterr().err
+        assert f"{spec}: trial single_task-inst_8-task1159-r0 (and 35 more trials): {message}" in capsys.readouterr().err
     assert not ray_sessions
 
 
@@ -93,7 +74,7 @@ def test_what_this_machine_lacks_is_listed_by_plan_and_fails_run(tmp_path, sampl
     assert main(["sweep", "plan", str(spec), "--storage", str(tmp_path / "runs"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["corpus_missing"] is None and len(summary["absent_here"]) == 1
-    assert f"{spec}: trial single_task-inst_8-task1159" in summary["absent_here"][0]
+    assert f"{spec}: trial single_task-inst_8-task1159-r0" in summary["absent_here"][0]
     assert message in summary["absent_here"][0]
     assert main(["sweep", "run", str(spec), "--storage", str(tmp_path / "runs")]) == 2
     assert message in capsys.readouterr().err

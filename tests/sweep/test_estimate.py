@@ -43,8 +43,8 @@ def test_tokens_are_the_pipelines(quickstart, sample_corpus):
     """Up to 16 distinct draws per task every draw is measured: the estimate is exact; beyond, a seeded
     sample of draws stays within a few percent."""
     sweep, estimator = quickstart
-    for name, tolerance in [("single_task-inst_8-task828", 0), ("multi_task-plain_16", 0),
-                            ("single_task-inst_all-task828", 0.05), ("multi_task-inst_all", 0.05)]:
+    for name, tolerance in [("single_task-inst_8-task828-r0", 0), ("multi_task-plain_16-r0", 0),
+                            ("single_task-inst_all-task828-r0", 0.05), ("multi_task-inst_all-r0", 0.05)]:
         config = sweep.trials_by_name[name].config
         estimate = estimator.trial(config)
         epochs = config.train.epochs
@@ -61,9 +61,9 @@ def test_same_spec_same_estimate(quickstart, sample_corpus):
 
 def test_eval_items_and_seconds(quickstart):
     sweep, estimator = quickstart
-    config = sweep.trials_by_name["multi_task-inst_8"].config
+    config = sweep.trials_by_name["multi_task-inst_8-r0"].config
     manifest = estimator.corpus.manifest.set_index("task_id")
-    expected_items = sum(min(10, manifest.loc[task, "n_test"]) for task in config.eval.tasks)
+    expected_items = sum(min(config.eval.max_per_task, manifest.loc[task, "n_test"]) for task in config.eval.tasks)
     estimate = estimator.trial(config)
     assert estimate.eval_items == expected_items > 0
     figures = sweep.spec.estimate
@@ -73,7 +73,7 @@ def test_eval_items_and_seconds(quickstart):
 
 def test_max_steps_trains_full_packed_rows(quickstart):
     sweep, estimator = quickstart
-    config = sweep.trials_by_name["multi_task-inst_8"].config.model_copy(deep=True)
+    config = sweep.trials_by_name["multi_task-inst_8-r0"].config.model_copy(deep=True)
     config.train.max_steps, config.train.epochs = 7, None
     assert estimator.trial(config).tokens == 7 * config.train.rows_per_step * config.mixture.max_length
     # a validation of 2 instances of each eval task every 3 steps and after the last: at 3, 6 and 7
@@ -89,7 +89,7 @@ def test_max_steps_trains_full_packed_rows(quickstart):
 
 
 def test_plan_of_the_quickstart_is_measured(quickstart):
-    """The figures `sweep plan sweeps/quickstart.yaml` prints: 18 trials of a tiny model, ~6e3 examples,
+    """The figures `sweep plan sweeps/quickstart.yaml` prints: 36 trials of a tiny model, ~1.2e4 examples,
     not the 1e8 tokens of spec constants."""
     sweep, estimator = quickstart
     summary = plan_summary(sweep, estimator=estimator)
@@ -102,12 +102,12 @@ def test_plan_of_the_quickstart_is_measured(quickstart):
 def test_without_a_corpus_the_spec_figures_stand_in(quickstart):
     sweep, _ = quickstart
     estimator = Estimator(sweep.spec)
-    config = sweep.trials_by_name["multi_task-inst_8"].config
+    config = sweep.trials_by_name["multi_task-inst_8-r0"].config
     figures = sweep.spec.estimate.without_corpus
     estimate = estimator.trial(config)
     assert estimate.examples == 8 * 2 * config.train.epochs
     assert estimate.tokens == estimate.examples * figures.tokens_per_example
-    assert estimate.eval_items == 2 * 10
+    assert estimate.eval_items == 2 * config.eval.max_per_task
     assert not np.isnan(estimate.seconds)
 
 
@@ -119,7 +119,7 @@ def test_simulation_sleeps_for_the_corpus_estimates(quickstart):
     sweep, estimator = quickstart
     durations = trial_durations(sweep, estimator)
     assert set(durations) == {trial.name for trial in sweep.trials}
-    name = "multi_task-inst_all"
+    name = "multi_task-inst_all-r0"
     assert durations[name] == pytest.approx(estimator.trial(sweep.trials_by_name[name].config).seconds)
     assert durations != trial_durations(sweep, Estimator(sweep.spec))  # the spec's figures alone differ
     bound = lower_bound(sweep, total_gpus=1e9, durations=durations)

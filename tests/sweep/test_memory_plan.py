@@ -14,7 +14,6 @@ from imlsweep.sweep.sweep import open_spec
 from imlsweep.train.config import TrialConfig
 from imlsweep.train.trial import check_trial
 from quickstart_spec import SWEEPS, quickstart_copy
-from test_checks import ray_sessions  # noqa: F401  (a fixture)
 
 
 @pytest.mark.parametrize("path", sorted(SWEEPS.glob("*.yaml")), ids=lambda path: path.stem)
@@ -45,15 +44,15 @@ def test_opt_30b_needs_checkpointing_and_offload_on_40gb_gpus(tmp_path):
     assert len(entry["trials"]) == 9 and entry["settings"]["workers_per_node"] == 8
 
 
-def test_a_trial_too_big_fails_plan_and_run_before_ray(tmp_path, sample_corpus, capsys, ray_sessions):  # noqa: F811
+def test_a_trial_too_big_fails_plan_and_run_before_ray(tmp_path, sample_corpus, capsys, ray_sessions):
     spec = quickstart_copy(tmp_path, sample_corpus, "{name: tiny-llama}", "{name: tiny-llama}")
     spec.write_text(spec.read_text().replace("host_memory_gb: 4", "host_memory_gb: 0.5"))
     assert main(["sweep", "plan", str(spec), "--storage", str(tmp_path / "runs"), "--json"]) == 2
     captured = capsys.readouterr()
     (entry,) = json.loads(captured.out)["memory"]
-    assert entry["fits"] is False and entry["gpu_gb"] is None and len(entry["trials"]) == 18
+    assert entry["fits"] is False and entry["gpu_gb"] is None and len(entry["trials"]) == 36
     assert entry["host_gb_per_node"] > 0.5
-    assert (f"{spec}: trial single_task-inst_8-task1159 (and 17 more trials): tiny-llama with train.zero_stage 2, "
+    assert (f"{spec}: trial single_task-inst_8-task1159-r0 (and 35 more trials): tiny-llama with train.zero_stage 2, "
             f"train.micro_batch_size 8 x 512 tokens, train.activation_checkpointing false: needs "
             f"{entry['host_gb_per_node']:.1f} GiB of host memory per node (1 workers x") in captured.err
     assert "more than resources.host_memory_gb 0.5" in captured.err
@@ -78,5 +77,5 @@ def test_activation_checkpointing_on_a_model_without_it_fails_plan_and_trial(tmp
     spec = quickstart_copy(tmp_path, sample_corpus, "{name: tiny-llama}", f"{{name: {folder}, tokenizer: tiny}}")
     spec.write_text(spec.read_text().replace("    zero_stage: 2\n", "    zero_stage: 2\n    activation_checkpointing: true\n"))
     assert main(["sweep", "plan", str(spec), "--storage", str(tmp_path / "runs")]) == 2
-    assert (f"{spec}: trial single_task-inst_8-task1159 (and 17 more trials): train.activation_checkpointing: "
+    assert (f"{spec}: trial single_task-inst_8-task1159-r0 (and 35 more trials): train.activation_checkpointing: "
             f"'true' JetMoeForCausalLM cannot checkpoint activations ({folder})") in capsys.readouterr().err

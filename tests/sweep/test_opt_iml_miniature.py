@@ -6,7 +6,9 @@ which), and replaces what makes it big: the corpus (sweeps/corpora/opt_iml_bench
 (tiny-llama), the run (2 steps of packed rows of 256 tokens on one CPU worker, fp32), the eval (2
 validation items of 6 tasks, 4 new tokens) and the add-on texts (the sample's). One `imlsweep sweep run`
 runs all of them (a run per spec would start Ray seven times); the corpus is built into the storage
-and checked with `imlsweep corpus leakage`.
+and checked with `imlsweep corpus leakage`. The mixture search (sweeps/mixture_search.yaml) joins the same
+run with all its stages: 3 Dirichlet draws and the EPS mixture as proxies, then its proposal at both
+scales (the target scale: 3 steps instead of 2) and the EPS baseline at target scale.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ MINIATURES = {
     "lr_batch": {"axes": {"train.lr": [1.0e-5, 6.0e-5], "train.micro_batch_size": [2, 4]}},
     "demonstrations": {"cells": ["baseline", "zipf_a2"]},
 }
+MIXTURE_SEARCH = "mixture_search"
+MIXTURE_SEARCH_TRIALS = {"proxies": 4, "proposed": 2, "eps_target": 1}
+TARGET_SCALE = {"train.max_steps": 3}
 EVAL_TASKS = ["flan_copa_1.0.0", "gsm8k", "samsum", "ai2_arc", "dart", "task1720_civil_comments_toxicity_classification"]
 SMALL = {
     "model": {"name": "tiny-llama"},
@@ -80,9 +85,26 @@ def miniature_stage(name: str) -> dict:
     return stage
 
 
+def mixture_search_stages() -> list[dict]:
+    """The mixture search's stages: 3 draws, and the target scale's settings (a bigger model, 4000 steps)
+    replaced by TARGET_SCALE."""
+    spec = yaml.safe_load((REPO / "sweeps" / f"{MIXTURE_SEARCH}.yaml").read_text())
+    stages = []
+    for stage in spec["stages"]:
+        stage = copy.deepcopy(stage)
+        stage["set"] = {**dotted(spec["base"]), **copy.deepcopy(SMALL), **(TARGET_SCALE if stage.get("set") else {})}
+        if "mixture_search" in stage:
+            stage["mixture_search"].update(mixtures=3, min_fitted=3)
+        for cell in stage.get("cells", []):
+            cell["set"] = TARGET_SCALE if cell.get("set") else {}
+        stages.append(stage)
+    assert [stage["name"] for stage in stages] == list(MIXTURE_SEARCH_TRIALS)
+    return stages
+
+
 def miniature_spec(folder: Path) -> Path:
     spec = {"name": "opt_iml_miniature", "corpus": str(REPO / "sweeps" / "corpora" / "opt_iml_bench_sample.yaml"),
-            "base": {}, "stages": [miniature_stage(name) for name in MINIATURES],
+            "base": {}, "stages": [miniature_stage(name) for name in MINIATURES] + mixture_search_stages(),
             "resources": {"workers": 1, "cpus_per_worker": 1}, "retention": {"hf_model": "none"},
             "tracking": {"mode": "offline"}}
     path = folder / "opt_iml_miniature.yaml"
@@ -127,7 +149,8 @@ def test_every_opt_iml_sweep_runs_in_miniature(swept):
     storage, status = swept
     stages = {name: yaml.safe_load((REPO / "sweeps" / f"{name}.yaml").read_text())["stages"][0]["name"]
               for name in MINIATURES}
-    assert status["counts"]["completed"] == sum(map(expected_trials, MINIATURES)) == status["total_trials"]
+    planned = sum(map(expected_trials, MINIATURES)) + sum(MIXTURE_SEARCH_TRIALS.values())
+    assert status["counts"]["completed"] == planned == status["total_trials"]
     results = pd.read_parquet(storage / "opt_iml_miniature" / "results.parquet")
     assert set(results["status"]) == {"completed"}
     for name, stage in stages.items():
@@ -150,3 +173,32 @@ def test_the_sample_corpus_is_built_once_and_checked_for_leakage(swept):
     report = run_cli("corpus", "leakage", str(corpus))
     assert (report["train_tasks"], report["eval_tasks"], report["pairs_checked"]) == (n_train, n_eval, n_train * n_eval)
     assert report["shared_data_source"] == []  # shared_data_source: drop_train left none
+
+
+def test_the_mixture_search_proposes_from_its_proxies_and_trains_the_proposal_at_both_scales(swept, tmp_path):
+    from imlsweep.report.build import ReportPaths, mixture_search_section
+    from imlsweep.report.results import load_sweep_results
+
+    storage, _ = swept
+    sweep_dir = storage / "opt_iml_miniature"
+    proposal = json.loads((sweep_dir / "proxies.proposal.json").read_text())
+    assert proposal["fitted"] == 4 and [p["mixture_point"] for p in proposal["points"]] == ["eps", "m000", "m001", "m002"]
+    weights, bounds = proposal["proposed_weights"], proposal["bounds"]
+    assert set(weights) == set(proposal["groups"]) and sum(weights.values()) == pytest.approx(1.0)
+    assert all(bounds[g][0] - 1e-9 <= w <= bounds[g][1] + 1e-9 for g, w in weights.items())
+    for scale, steps in (("proxy", 2), ("target", 3)):  # the driver set the proposed mixture on both
+        trial = yaml.safe_load((sweep_dir / f"proposed-{scale}" / "trial.yaml").read_text())
+        assert trial["mixture"]["benchmark_proportions"] == pytest.approx(weights)
+        assert trial["train"]["max_steps"] == steps
+    results = pd.read_parquet(sweep_dir / "results.parquet")
+    searched = results[results["stage"].isin(list(MIXTURE_SEARCH_TRIALS))].groupby("stage")["trial"].nunique()
+    assert searched.to_dict() == MIXTURE_SEARCH_TRIALS
+    paths = ReportPaths(html=tmp_path / "report.html")
+    section = mixture_search_section(load_sweep_results(sweep_dir), str(sweep_dir), "proxies", paths)
+    assert "leave-one-out Spearman" in section and "Predicted vs actual" in section
+    scores = pd.read_csv(tmp_path / "tables" / "mixture_search_proxies_scores.csv", index_col=0)
+    assert sorted(scores.index) == sorted(["proxies-eps", "proxies-m000", "proxies-m001", "proxies-m002", "proposed-proxy",
+                                  "proposed-target", "eps_target"])
+    assert scores["actual"].notna().all() and scores.loc["proposed-proxy", "predicted"] == pytest.approx(
+        proposal["predicted_proposed"])
+    assert [path.name for path in paths.figures] == ["mixture_search_proxies.png"]

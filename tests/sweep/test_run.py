@@ -2,12 +2,14 @@
 SIGKILL while a trial trains (after one trial has finished and another has written a checkpoint), then
 `sweep resume`: nothing finished runs twice, nothing has two results, the rest finishes, W&B offline runs
 hold the swept keys and summaries (one run per trial, which the killed trial's second attempt resumes),
-and the API key is nowhere."""
+and the API key is nowhere. Then `sweep eval` scores the finished sweep's kept models again with other
+eval settings, without training."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +20,8 @@ import pandas as pd
 import pytest
 import yaml
 from wandb_files import offline_runs
+
+from imlsweep.cli import main
 
 
 pytestmark = pytest.mark.slow  # a real sweep, in subprocesses
@@ -131,3 +135,77 @@ def test_status_command(killed_and_resumed):
     status = json.loads(result.stdout)
     assert status["counts"]["completed"] == 4 and not status["driver_running"]
     assert status["by_stage"] == {"pre": {"completed": 2}, "ft": {"completed": 2}}
+
+
+TASKS = ["task1159_bard_analogical_reasoning_containers", "task828_copa_commonsense_cause_effect"]
+KEPT = {"pre-inst", "pre-plain"}  # the trials later ones start from: retention.hf_model `dependencies` keeps them
+
+
+def sweep_copy(killed_and_resumed, tmp_path: Path) -> Path:
+    sweep_dir = tmp_path / "two_stage"
+    shutil.copytree(killed_and_resumed[0], sweep_dir)
+    return sweep_dir
+
+
+def test_sweep_eval_scores_the_kept_models_again_without_training(killed_and_resumed, tmp_path, ray_local, capsys):
+    sweep_dir = sweep_copy(killed_and_resumed, tmp_path)
+    eval_file = tmp_path / "two_shot.yaml"  # other tasks, shots and generation length than the trials' own
+    eval_file.write_text(yaml.safe_dump({"tasks": TASKS, "shots": [0, 2], "max_per_task": 3, "max_new_tokens": 8}))
+    before = {path: path.read_bytes() for path in sweep_dir.rglob("*")
+              if path.is_file() and "wandb" not in path.parts and path.name != "results.parquet"}
+    table_before = pd.read_parquet(sweep_dir / "results.parquet")
+
+    assert main(["sweep", "eval", str(sweep_dir), str(eval_file), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["eval"] == "two_shot" and set(printed["trials"]) == KEPT
+    assert sorted(printed["without_model"]) == ["ft-inst-samples_per_task=16", "ft-plain-samples_per_task=16"]
+
+    for path, data in before.items():  # no training: every file of the trials as it was, none added but evals/
+        assert path.read_bytes() == data, path
+    added = {path.relative_to(sweep_dir) for path in sweep_dir.rglob("*") if path.is_file() and path not in before
+             and "wandb" not in path.parts and path.name != "results.parquet"}
+    assert added == {Path(trial, "evals", "two_shot", name) for trial in KEPT
+                     for name in ("predictions.parquet", "metrics.json")}
+
+    table = pd.read_parquet(sweep_dir / "results.parquet")
+    pd.testing.assert_frame_equal(table[table["eval"] == "default"], table_before)  # the trials' own rows as they were
+    rows = table[table["eval"] == "two_shot"]
+    assert set(rows["trial"]) == KEPT and set(rows["status"]) == {"completed"}
+    assert len(rows) == len(KEPT) * len(TASKS) * 2 and set(rows["shots"]) == {0, 2}
+    assert set(rows["task_id"]) == set(TASKS) and (rows["n_eval"] == 3).all() and rows["score"].notna().all()
+    assert set(rows.loc[rows["trial"] == "pre-plain", "instructions"]) == {False}  # the trial's labels
+
+    predictions = pd.read_parquet(sweep_dir / "pre-inst" / "evals" / "two_shot" / "predictions.parquet")
+    assert len(predictions) == 12 and set(predictions["shots"]) == {0, 2}
+
+    result = json.loads((sweep_dir / "pre-inst" / "trial_result.json").read_text())
+    runs = [run for run in offline_runs(sweep_dir / "pre-inst") if run.run_id == result["wandb_run_id"]]
+    assert len(runs) >= 2  # the trial's run (one folder per attempt), resumed by the evaluation
+    assert "eval_two_shot/combined" in runs[-1].summary and "tasks_two_shot/nrows" in runs[-1].summary
+
+    assert main(["report", str(sweep_dir), "--eval", "two_shot"]) == 0
+    page = (sweep_dir / "report-two_shot" / "report.html").read_text()
+    assert "Evaluation <b>two_shot</b>" in page and "ft-inst" not in page
+
+
+def test_sweep_eval_bad_input_fails_before_ray(killed_and_resumed, tmp_path, capsys, ray_sessions):
+    sweep_dir = sweep_copy(killed_and_resumed, tmp_path)
+    eval_file = tmp_path / "long.yaml"
+
+    def fails(settings: dict, *message: str, options: tuple[str, ...] = ()) -> None:
+        eval_file.write_text(yaml.safe_dump(settings))
+        assert main(["sweep", "eval", str(sweep_dir), str(eval_file), *options]) == 2
+        error = capsys.readouterr().err
+        for part in message:
+            assert part in error, error
+
+    fails({"max_new_token": 64}, str(eval_file), "max_new_token")
+    fails({"tasks": ["task828_copa_commonsense_cause_efect"]}, f"{eval_file}: trial pre-inst (and 1 more trials): "
+          "eval.tasks: 'task828_copa_commonsense_cause_efect' is not a task of the corpus; did you mean")
+    fails({"max_new_tokens": 64}, "name 'default'", options=("--name", "default"))
+    for trial in KEPT:
+        shutil.rmtree(sweep_dir / trial / "hf_model")
+    fails({"max_new_tokens": 64}, f"{sweep_dir}: none of its 4 completed trials kept a model",
+          "retention: {hf_model: all}")
+    assert not ray_sessions
+    assert not list(sweep_dir.glob("*/evals"))

@@ -25,7 +25,7 @@ EXPECTED_TRIALS = {
     "addon_fractions": {"addons": 9},
     "lr_batch": {"lr_batch": 12},
     "demonstrations": {"metaicl": 3},
-    "quickstart": {"single_task": 12, "multi_task": 6},
+    "quickstart": {"single_task": 24, "multi_task": 12},
     "mixture_search": {"proxies": 49, "proposed": 2, "eps_target": 1},
     "transfer_matrix": {"single_task": 33, "transfer": 1056},
     "merge_single_task": {"single_task": 119, "multi_task": 1, "merged_uniform": 12, "merged": 72},
@@ -283,3 +283,20 @@ stages:
     assert after["bytes"] > 0 and after["expected_bytes"] >= after["bytes"]
     assert main(["sweep", "plan", str(spec), "--storage", str(tmp_path)]) == 0
     assert f"of {after['examples']} examples cached" in capsys.readouterr().out
+
+
+def test_plan_says_which_trials_keep_a_model_for_sweep_eval(tmp_path, capsys, sample_corpus):
+    spec = Path(__file__).parent / "specs" / "two_stage.yaml"  # only the trials later ones start from export
+    plan = ["sweep", "plan", str(spec), "--storage", str(tmp_path), "--corpus", str(sample_corpus)]
+    assert main(plan + ["--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["kept_models"] == {"pre": {"kept": 2, "of": 2, "trials": None},
+                                      "ft": {"kept": 0, "of": 2, "trials": None}}
+    assert main(plan) == 0
+    printed = capsys.readouterr().out
+    assert "models kept for `imlsweep sweep eval`: pre 2 of 2, ft 0 of 2" in printed
+    assert ("warning: stage ft keeps no model (retention.hf_model: dependencies): `imlsweep sweep eval` cannot "
+            "score its trials again; set `retention: {hf_model: all}` to keep them") in printed
+    assert "warning: stage pre" not in printed
+    quick = plan_summary(open_spec(SWEEPS / "quickstart.yaml", str(tmp_path)))
+    assert all(counts["kept"] == counts["of"] for counts in quick["kept_models"].values())

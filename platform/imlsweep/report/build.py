@@ -43,6 +43,7 @@ from imlsweep.report.sample_efficiency import (
     power_law_fits,
 )
 from imlsweep.storage import local_folder
+from imlsweep.sweep.results import DEFAULT_EVAL
 from imlsweep.sweep.proposal import read_proposal
 
 REPORT_FILE = "report.html"
@@ -67,18 +68,22 @@ class ReportPaths:
         return self.html.parent
 
 
-def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, seed: int = 0) -> ReportPaths:
+def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, seed: int = 0,
+                 evaluation: str = DEFAULT_EVAL) -> ReportPaths:
     """Write report.html (self-contained) and its PNG figures. `sweep_dir` is a folder or an s3:// / gs://
-    URI; the report is written locally, by default to SWEEP_DIR/report, for a URI in the sweep's folder
-    on this machine (`local_folder`). `seed` seeds the bootstrap of every interval."""
-    results = load_sweep_results(sweep_dir)
+    URI; the report is written locally, by default to SWEEP_DIR/report (SWEEP_DIR/report-<evaluation> for a
+    later `sweep eval`), for a URI in the sweep's folder on this machine (`local_folder`). `seed` seeds the
+    bootstrap of every interval; `evaluation` picks the results' rows: the trials' own or a `sweep eval`."""
+    results = load_sweep_results(sweep_dir, evaluation)
     local = local_folder(str(sweep_dir))
-    out = Path(out_dir) if out_dir is not None else local / "report"
+    default_out = local / ("report" if evaluation == DEFAULT_EVAL else f"report-{evaluation}")
+    out = Path(out_dir) if out_dir is not None else default_out
     out.mkdir(parents=True, exist_ok=True)
     paths = ReportPaths(html=out / REPORT_FILE)
+    named = None if evaluation == DEFAULT_EVAL else evaluation
     sections = [html.summary_section(results.name, trial_counts(results), wandb_link(results.spec, local),
-                                     len(results.table)) + html.compute_section(compute_used(results))]
-    instances = load_instances(sweep_dir, results.table)
+                                     len(results.table), named) + html.compute_section(compute_used(results))]
+    instances = load_instances(sweep_dir, results.table, evaluation)
     if results.has_sample_efficiency:
         sections.append(sample_efficiency_section(results, instances, seed, paths))
     for key in results.mixing_keys:
@@ -91,7 +96,8 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, seed:
     if merges:
         sections.append(merge_section(results, merges, instances, seed, paths))
     sections.append("<h2>Per task</h2>" + html.frame_table(paths.table(task_table(results), "per_task"), sortable=True))
-    paths.html.write_text(html.page(f"Sweep {results.name}", sections), encoding="utf-8")
+    title = f"Sweep {results.name}" + (f", evaluation {named}" if named else "")
+    paths.html.write_text(html.page(title, sections), encoding="utf-8")
     paths.summary = terminal_summary(results)
     return paths
 
@@ -101,7 +107,8 @@ def terminal_summary(results: SweepResults) -> str:
     per swept value (mixing sweeps), as plain text."""
     counts = trial_counts(results)
     statuses = ", ".join(f"{count} {status}" for status, count in counts["by_status"].items())
-    parts = [f"sweep {results.name}: {counts['trials_in']} of {counts.get('trials_planned', '?')} trials in ({statuses})"]
+    parts = [f"sweep {results.name}: {counts['trials_in']} of {counts.get('trials_planned', '?')} trials in ({statuses})"
+             + ("" if results.evaluation == DEFAULT_EVAL else f"; evaluation {results.evaluation}")]
     if results.has_sample_efficiency:
         points = efficiency_points(results.table)
         if len(points):

@@ -80,13 +80,18 @@ def frame_table(frame: pd.DataFrame, index_label: str | None = None, best: str |
     return "\n".join(lines)
 
 
-def summary_section(name: str, counts: dict[str, Any], wandb: dict[str, str] | None, n_rows: int) -> str:
+def summary_section(name: str, counts: dict[str, Any], wandb: dict[str, str] | None, n_rows: int,
+                    evaluation: str | None = None) -> str:
+    """`evaluation`: the name of a later `sweep eval` the report is of (None: the trials' own)."""
     planned = counts.get("trials_planned")
     trials = f"{counts['trials_in']} of {planned} trials" if planned else f"{counts['trials_in']} trials"
     statuses = ", ".join(f"{status}: {count}" for status, count in sorted(counts["by_status"].items()))
     parts = [f"<h1>Sweep {esc(name)}</h1>",
              f"<p><b>{trials}</b> in the results table ({esc(statuses)}; {n_rows} result rows).</p>"]
-    if planned and counts["trials_in"] < planned:
+    if evaluation is not None:
+        parts.append(f"<p>Evaluation <b>{esc(evaluation)}</b> (<code>imlsweep sweep eval</code>): the models the "
+                     "sweep kept, scored again with its settings; trials that kept no model are not in it.</p>")
+    elif planned and counts["trials_in"] < planned:
         parts.append('<p class="note">Partial results: the sweep is still running or some trials are '
                      "missing; every figure and table uses the trials that are in.</p>")
     if wandb:

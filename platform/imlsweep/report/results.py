@@ -1,13 +1,13 @@
 """Reading a sweep directory's results table and what the report needs to know about it.
 
-`results.parquet` has one row per (trial, task, shots); the fixed columns are the sweep's
-`FIXED_COLUMNS` and every other column is a swept key or a label. A sweep that is still running has a
+`results.parquet` has one row per (evaluation, trial, task, shots); the fixed columns are the sweep's
+`FIXED_COLUMNS` and every other column is a swept key or a label. A report is of one evaluation: the
+trials' own (`default`) or a later `sweep eval` of their models. A sweep that is still running has a
 partial table (missing cells, trials not yet in), and the report is built from whatever is there.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -17,9 +17,9 @@ import pandas as pd
 from imlsweep import storage
 from imlsweep.errors import UserError
 from imlsweep.eval.predict import RANK
+from imlsweep.sweep.results import DEFAULT_EVAL, EVAL_COLUMN, RESULTS_FILE, evaluation_dir, read_table
 from imlsweep.sweep.expand import MIXTURE_POINT_LABEL
 from imlsweep.sweep.results import FIXED_COLUMNS as RESULT_COLUMNS
-from imlsweep.sweep.results import RESULTS_FILE
 from imlsweep.sweep.sweep import read_plan, read_spec_data
 from imlsweep.trial_dir import TrialDir
 
@@ -40,11 +40,13 @@ ALL_SAMPLES = "all"
 
 @dataclass
 class SweepResults:
-    """A sweep's results table with its swept keys, and the spec and plan its run wrote (when there are)."""
+    """A sweep's results table (the rows of one evaluation) with its swept keys, and the spec and plan its
+    run wrote (when there are)."""
 
     name: str
     table: pd.DataFrame
     swept_keys: list[str]
+    evaluation: str = DEFAULT_EVAL
     spec: dict[str, Any] = field(default_factory=dict)
     plan: dict[str, Any] = field(default_factory=dict)
 
@@ -63,30 +65,35 @@ class SweepResults:
         return "samples_per_task" in self.table.columns
 
 
-def load_sweep_results(sweep_dir: str | Path) -> SweepResults:
-    """Read `results.parquet` (and `sweep.yaml` when present) from a sweep directory or URI."""
+def load_sweep_results(sweep_dir: str | Path, evaluation: str = DEFAULT_EVAL) -> SweepResults:
+    """Read the rows of `evaluation` in `results.parquet` (and `sweep.yaml` when present) from a sweep
+    directory or URI."""
     sweep_dir = str(sweep_dir)
     results_path = storage.join(sweep_dir, RESULTS_FILE)
-    data = storage.read_bytes(results_path)
-    if data is None:
+    table = read_table(sweep_dir)
+    if table is None:
         raise UserError(f"{sweep_dir}: no {RESULTS_FILE} (has any trial of this sweep finished?)")
-    table = pd.read_parquet(io.BytesIO(data))
     missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
     if missing:
         raise UserError(f"{results_path}: missing columns {', '.join(missing)}")
+    if evaluation not in set(table[EVAL_COLUMN]):
+        raise UserError(f"{results_path}: no evaluation {evaluation!r} (there are: "
+                        f"{', '.join(sorted(set(table[EVAL_COLUMN])))}; `imlsweep sweep eval` adds one)")
+    table = table[table[EVAL_COLUMN] == evaluation].reset_index(drop=True)
     swept_keys = [column for column in table.columns if column not in RESULT_COLUMNS]
     name = str(table["sweep"].iloc[0]) if "sweep" in table.columns and len(table) else PurePosixPath(sweep_dir).name
-    return SweepResults(name=name, table=normalize_results(table), swept_keys=swept_keys,
+    return SweepResults(name=name, table=normalize_results(table), swept_keys=swept_keys, evaluation=evaluation,
                         spec=read_spec_data(sweep_dir) or {}, plan=read_plan(sweep_dir) or {})
 
 
-def load_instances(sweep_dir: str | Path, table: pd.DataFrame) -> pd.DataFrame | None:
-    """The evaluated instances of the finished trials in `table`, from their `predictions.parquet`:
-    trial, task_id, shots, example_id, rougeL and score (the item's primary metric: correct for rank
-    classification, ROUGE-L otherwise), x100 like the results. None when no trial left predictions."""
+def load_instances(sweep_dir: str | Path, table: pd.DataFrame, evaluation: str = DEFAULT_EVAL) -> pd.DataFrame | None:
+    """The evaluated instances of the finished trials in `table`, from the `predictions.parquet` of their
+    evaluation `evaluation`: trial, task_id, shots, example_id, rougeL and score (the item's primary
+    metric: correct for rank classification, ROUGE-L otherwise), x100 like the results. None when no
+    trial left predictions."""
     frames = []
     for trial in sorted(set(finished(table)["trial"])):
-        predictions = TrialDir(storage.join(str(sweep_dir), trial)).read_predictions()
+        predictions = evaluation_dir(TrialDir(storage.join(str(sweep_dir), trial)), evaluation).read_predictions()
         if predictions is None:
             continue
         items = predictions.select(["task_id", "shots", "example_id", "mode", "rougeL", "correct"]).to_pandas()

@@ -1,4 +1,4 @@
-"""`imlsweep sweep {plan,run,resume,status,simulate}`.
+"""`imlsweep sweep {plan,run,resume,status,eval,simulate}`.
 
 `run` and `resume` use Ray through `imlsweep.ray_session` (the cluster named by --address or
 RAY_ADDRESS, which `ray job submit` sets, else a local instance); they print the sweep directory at
@@ -14,7 +14,7 @@ from imlsweep.output import print_json
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    commands = parser.add_subparsers(dest="sweep_command", metavar="{plan,run,resume,status,simulate}")
+    commands = parser.add_subparsers(dest="sweep_command", metavar="{plan,run,resume,status,eval,simulate}")
 
     plan = commands.add_parser("plan", help="trials by stage and axis, resources, GPU-hours and disk estimates")
     plan.add_argument("spec", metavar="SPEC", help="a sweep spec (YAML)")
@@ -39,6 +39,18 @@ def register(parser: argparse.ArgumentParser) -> None:
     status.add_argument("sweep_dir", metavar="DIR", help="a sweep directory or URI (holds sweep.yaml)")
     status.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     status.set_defaults(handler=status_command)
+
+    evaluate = commands.add_parser(
+        "eval", help="score the kept models of a finished sweep with other eval settings, without training; "
+        "rows join results.parquet under the evaluation's name")
+    evaluate.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a sweep directory or URI (holds sweep.yaml)")
+    evaluate.add_argument("eval_file", metavar="EVAL.yaml",
+                          help="eval keys (tasks, shots, mode, max_new_tokens, ...) replacing each trial's own")
+    evaluate.add_argument("--name", default=None, help="the evaluation's name (default: the file's stem)")
+    evaluate.add_argument("--address", default=None,
+                          help="Ray cluster address (default: RAY_ADDRESS, else a new local instance)")
+    evaluate.add_argument("--json", action="store_true", help="print each trial's scores as JSON on stdout")
+    evaluate.set_defaults(handler=eval_command)
 
     simulate = commands.add_parser(
         "simulate", help="the real driver and Tune scheduling on a simulated many-node cluster: makespan, GPU "
@@ -148,6 +160,22 @@ def status_command(args: argparse.Namespace) -> int:
         print_json(status)
     else:
         print(format_status(status))
+    return 0
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    from imlsweep.ray_session import ray_session
+    from imlsweep.sweep.reevaluate import format_evaluation, prepare, run_evaluation
+
+    evaluation = prepare(args.sweep_dir, args.eval_file, args.name)  # nothing starts on bad input
+    with ray_session(args.address):
+        scores = run_evaluation(evaluation)
+    print(format_evaluation(evaluation, scores), file=sys.stderr)
+    if args.json:
+        print_json({"eval": evaluation.name, "sweep_dir": evaluation.sweep.uri, "trials": scores,
+                    "without_model": evaluation.without_model})
+    else:
+        print(evaluation.sweep.uri)
     return 0
 
 

@@ -30,7 +30,7 @@ from imlsweep.sweep.estimate import Estimator
 from imlsweep.sweep.plan import max_concurrent_trials, plan_summary
 from imlsweep.sweep.proposal import MixtureProposals
 from imlsweep.sweep.queue import QueuedTrial, TrialQueue
-from imlsweep.sweep.results import trial_rows, write_table
+from imlsweep.sweep.results import DEFAULT_EVAL, other_evaluations, trial_rows, write_table
 from imlsweep.sweep.scheduling import QueueEntry, StageScheduler, SweepSearcher
 from imlsweep.sweep.state import all_trials, clear_driver_file, is_completed, is_done, trial_files, write_driver_file
 from imlsweep.sweep.sweep import Sweep
@@ -47,11 +47,13 @@ def log(message: str) -> None:
 
 class ResultsBook:
     """The rows of results.parquet, kept in memory (a finished trial's rows never change) and written
-    whole at most every `every_s` seconds, so each finished trial costs the same whatever came before."""
+    whole at most every `every_s` seconds, so each finished trial costs the same whatever came before.
+    Rows of later evaluations (`sweep eval`) are read once and written along unchanged."""
 
     def __init__(self, sweep: Sweep, every_s: float) -> None:
         self.sweep, self.every_s = sweep, every_s
         self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.others = other_evaluations(sweep.uri, DEFAULT_EVAL)
         self.written_at = 0.0
         self.dirty = False
 
@@ -65,7 +67,7 @@ class ResultsBook:
 
     def write(self) -> None:
         rows = [row for trial_rows_ in self.rows.values() for row in trial_rows_]
-        write_table(self.sweep.uri, rows)
+        write_table(self.sweep.uri, rows, self.others)
         self.written_at, self.dirty = time.monotonic(), False
 
 

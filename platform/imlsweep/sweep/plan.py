@@ -114,6 +114,8 @@ def plan_summary(sweep: Sweep, cluster: dict[str, float] | None = None,
         "gpu_hours": seconds * gpus / 3600,
         "model_params": params,
         "exported_models": exported,
+        "kept_models": kept_models(sweep, by_stage),
+        "hf_model_retention": spec.retention.hf_model,
     }
     if params:
         running = (concurrency or 1) * params * OPTIMIZER_BYTES_PER_PARAM
@@ -124,6 +126,36 @@ def plan_summary(sweep: Sweep, cluster: dict[str, float] | None = None,
     tokens_per_example = summary["train_tokens"] / max(1.0, summary["train_examples"])
     summary["token_cache"] = token_cache_coverage(sweep, bytes_per_example=4 * tokens_per_example)  # int32 ids
     return summary
+
+
+def kept_models(sweep: Sweep, by_stage: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Per stage, the trials that keep a loadable model (their exported `hf_model/`, per
+    `retention.hf_model`): what `imlsweep sweep eval` can score again. `trials` lists them where only
+    some of the stage's do; a search stage's samples all follow its template (those its scheduler
+    stops early keep none)."""
+    kept: dict[str, dict[str, Any]] = {}
+    for stage in sweep.spec.stages:
+        trials = sweep.stage_trials(stage.name)
+        exported = [trial.name for trial in trials if trial.config.train.export_hf]
+        count = by_stage[stage.name] if exported and len(exported) == len(trials) else len(exported)
+        kept[stage.name] = {"kept": count, "of": by_stage[stage.name],
+                            "trials": exported if 0 < len(exported) < len(trials) else None}
+    return kept
+
+
+def kept_model_lines(summary: dict[str, Any], retention: str) -> list[str]:
+    """The plan's lines on what `sweep eval` can score again, with a warning per stage that loses models."""
+    kept = summary["kept_models"]
+    lines = ["models kept for `imlsweep sweep eval`: "
+             + ", ".join(f"{stage} {counts['kept']} of {counts['of']}" for stage, counts in kept.items())]
+    for stage, counts in kept.items():
+        if counts["kept"] < counts["of"]:
+            which = (f"keeps only the models of {', '.join(counts['trials'])}" if counts["trials"]
+                     else "keeps no model")
+            lines.append(f"warning: stage {stage} {which} (retention.hf_model: {retention}): `imlsweep sweep eval` "
+                         f"cannot score {'the others' if counts['trials'] else 'its trials'} again; set "
+                         "`retention: {hf_model: all}` to keep them")
+    return lines
 
 
 def built_on_trials(sweep: Sweep, stage: Any) -> str:
@@ -234,6 +266,9 @@ def format_plan(summary: dict[str, Any]) -> str:
     if "checkpoint_disk_gb" in summary:
         lines.append(f"disk: {summary['exported_models']} exported models, {summary['checkpoint_disk_gb']:.3g} GB kept; "
                      f"{summary['peak_running_checkpoint_gb']:.3g} GB of optimizer state while trials run")
+    lines += kept_model_lines(summary, summary["hf_model_retention"])
+
+
     lines += format_memory(summary["memory"], summary["resources"])
     cache = summary["token_cache"]
     if cache is not None:

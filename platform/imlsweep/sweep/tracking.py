@@ -7,7 +7,8 @@ the lines rank 0 appends to `metrics.jsonl` (training metrics every `train.log_e
 scores every `eval.every_steps`), batched: at most one batch per `interval_s` (1 s), so a run stays
 inside W&B's request limits whatever the step rate. Its id is a function of sweep and trial and
 `resume="allow"`, so an attempt after a restart (a Tune retry, `sweep resume`) goes on in the same run
-rather than starting another. Without credentials (`imlsweep.sweep.credentials`) it runs offline and
+rather than starting another. A later evaluation of the trial's model (`imlsweep sweep
+eval`) resumes the same run too and adds its scores beside the trial's own. Without credentials (`imlsweep.sweep.credentials`) it runs offline and
 writes the run files under the trial directory (`wandb/offline-run-*/run-<id>.wandb`, one folder per
 attempt, all with the run's id: `wandb sync` joins them into the one run). W&B writes them with local
 file IO, so for an s3:// or gs:// sweep they go to the trial's folder in the cache of the machine that
@@ -148,3 +149,21 @@ class LiveRun:
             self.run.log({"tasks": tasks_table(tasks)})
         self.run.finish()
         self.run = None
+
+
+def evaluation_key(evaluation: str, key: str) -> str:
+    """`eval/combined` of evaluation `long` -> `eval_long/combined`: beside the trial's own `eval/...`."""
+    return f"eval_{evaluation}/{key.removeprefix('eval/')}"
+
+
+def log_evaluation(tracking: Tracking, *, sweep: str, stage: str, trial: str, wandb_dir: Path, evaluation: str,
+                   summary: dict[str, float], tasks: list[dict[str, Any]]) -> None:
+    """A later evaluation (`imlsweep sweep eval`) on the trial's run: its scalars in the summary as
+    `eval_<name>/...` and its per-task metrics as the table `tasks_<name>`."""
+    run = open_run(tracking, sweep=sweep, stage=stage, trial=trial, wandb_dir=wandb_dir)
+    try:
+        run.summary.update({evaluation_key(evaluation, key): value for key, value in summary.items()})
+        if tasks:
+            run.log({f"tasks_{evaluation}": tasks_table(tasks)})
+    finally:
+        run.finish()
