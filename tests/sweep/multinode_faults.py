@@ -1,6 +1,6 @@
 """Run by test_faults.py in a process of its own (it owns a multi-node Ray cluster): a head that takes no
 trial and three 2-CPU worker nodes, each its own raylet. `imlsweep sweep run --address` runs a sweep of
-real tiny Ray Train trials, one at a time, each checkpointing every step; once a trial has a checkpoint,
+a real tiny Ray Train trial that checkpoints every step; once it has a registered checkpoint,
 the node its training worker runs on is removed without warning. Prints a JSON summary when the sweep ends.
 
     python multinode_faults.py SPEC LOG
@@ -18,12 +18,17 @@ import ray
 from ray._private import state
 from ray.cluster_utils import Cluster
 
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's list of the checkpoints it has registered
+
 
 def training_with_checkpoint(sweep_dir: Path) -> list[str]:
     if not sweep_dir.is_dir():
         return []
+    # a checkpoint folder exists before Ray Train has registered it; its snapshot file says it has, and only a
+    # registered checkpoint is what a restarted worker resumes from
     return [trial.name for trial in sweep_dir.iterdir()
-            if trial.is_dir() and any(trial.glob("checkpoint_*")) and not (trial / "trial_result.json").exists()]
+            if trial.is_dir() and any(trial.glob("checkpoint_*")) and (trial / SNAPSHOT).exists()
+            and not (trial / "trial_result.json").exists()]
 
 
 def train_worker_nodes() -> set[str]:

@@ -44,7 +44,7 @@ SIMULATE_COMMAND = f"imlsweep sweep simulate {GRID_SPEC} {' '.join(SIMULATE_ARGS
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, default=24, help="trials in the grid (default 24; 96 for the "
                         "overhead target)")
-    parser.add_argument("--quick", action="store_true", help="2 trials: checks the command, not the speed")
+    parser.add_argument("--quick", action="store_true", help="1 trial each way: checks the command, not the speed")
     parser.add_argument("--model", default="tiny-llama", help="a bundled tiny model (default tiny-llama)")
     parser.add_argument("--workdir", default=None, help="where corpus and trials go (default: a temporary folder)")
     parser.add_argument("--no-baseline", action="store_true",
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     from imlsweep.corpus.build import build_corpus
     from imlsweep.corpus.config import load_corpus_config
 
-    trials = 2 if args.quick else args.trials
+    trials = 1 if args.quick else args.trials
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="imlsweep-bench-sweep-"))
     corpus_dir = workdir / "corpus"
     if not (corpus_dir / "manifest.parquet").is_file():
