@@ -8,7 +8,20 @@ from typing import Any
 
 def initialize_engine(model: Any, config: dict[str, Any], lr_scheduler: Any = None, *,
                       use_gpu: bool = False) -> tuple[Any, Any]:
-    """(engine, scheduler) for `model` under a derived DeepSpeed `config`.
+    """(engine, scheduler) for `model` under a derived DeepSpeed `config` (a model loaded under
+    `imlsweep.train.partition.partitioned_loading` of the same config arrives partitioned)."""
+    import deepspeed
+
+    connect(use_gpu)
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]  # a LoRA base is frozen
+    engine, _, _, scheduler = deepspeed.initialize(model=model, model_parameters=trainable, config=config,
+                                                   lr_scheduler=lr_scheduler)
+    return engine, scheduler
+
+
+def connect(use_gpu: bool) -> None:
+    """The process group and DeepSpeed's communication backend over it, before an engine is built or a
+    model is partitioned as it is loaded.
 
     DeepSpeed's communication backend JIT-compiles a CPU shared-memory op on first use, under a file
     lock in the torch extensions cache; a process killed mid-build leaves that lock behind and every
@@ -20,10 +33,7 @@ def initialize_engine(model: Any, config: dict[str, Any], lr_scheduler: Any = No
 
     ensure_process_group(use_gpu)
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]  # a LoRA base is frozen
-    engine, _, _, scheduler = deepspeed.initialize(model=model, model_parameters=trainable, config=config,
-                                                   lr_scheduler=lr_scheduler)
-    return engine, scheduler
+    deepspeed.comm.init_distributed()  # wraps the group above; zero.Init reads the world size from it
 
 
 def ensure_process_group(use_gpu: bool) -> None:

@@ -110,10 +110,20 @@ def adapter_base(folder: str | None) -> str | None:
 
 
 def merge_adapter(base: Any, folder: str) -> Any:
-    """`base` with the adapter in `folder` merged into its weights: a plain transformers model."""
+    """`base` with the adapter in `folder` merged into its weights: a plain transformers model. A base
+    partitioned under ZeRO-3 has each wrapped layer's weights gathered while the adapter is added to them
+    (peft's own merge would write to empty partitions)."""
     from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
 
-    return PeftModel.from_pretrained(base, folder).merge_and_unload()
+    from imlsweep.train.partition import gathered
+
+    model = PeftModel.from_pretrained(base, folder)
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            with gathered(module.get_base_layer().parameters()):
+                module.merge()
+    return model.unload()
 
 
 def save_adapter(peft_model: Any, state: dict[str, Any], base: str, out_dir: str) -> None:

@@ -8,6 +8,7 @@ adapter merged in.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -24,6 +25,7 @@ from imlsweep.train.attention import (AttentionPath, attention_dropout, choose_a
 from imlsweep.errors import UserError
 from imlsweep import storage
 from imlsweep.train.lora import TARGETS_KEY, LoraConfig, adapter_base, merge_adapter, target_problems
+from imlsweep.train.partition import gathered
 
 ModelKind = Literal["causal", "seq2seq"]
 
@@ -146,8 +148,6 @@ def load_model(config: ModelConfig, init_from: str | None = None,
         with tempfile.TemporaryDirectory() as local_copy:
             storage.download_dir(init_from, local_copy)
             return load_model(config, local_copy, attn_implementation)
-    import torch
-
     source = init_from or (None if config.is_tiny else config.name)
     base = adapter_base(source)
     if base is not None:
@@ -156,9 +156,35 @@ def load_model(config: ModelConfig, init_from: str | None = None,
     auto = auto_class(hf_config)
     options = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if source is None:
-        torch.manual_seed(config.seed)
-        return auto.from_config(hf_config, **options)
+        return seeded_init(auto.from_config(hf_config, **options), config.seed)
     return auto.from_pretrained(source, config=hf_config, **options)
+
+
+def seeded_init(model: PreTrainedModel, seed: int) -> PreTrainedModel:
+    """`model` with every module's weights drawn again by the model's own `_init_weights`, from the RNG
+    seeded by (`seed`, the module's name). A tiny model then starts from the same weights whether it was
+    built whole or partitioned (`imlsweep.train.partition`: there construction draws nothing and
+    transformers initialises on rank 0 alone, so one global seed gives other weights than a whole build,
+    whose modules draw torch's default initialisation first).
+    Each module's parameters and its children's (which `_init_weights` may set) are gathered meanwhile."""
+    import torch
+
+    def visit(module: torch.nn.Module, name: str, owner: PreTrainedModel) -> None:
+        for child_name, child in module.named_children():  # children first, as transformers initialises
+            visit(child, f"{name}.{child_name}" if name else child_name,
+                  child if isinstance(child, PreTrainedModel) else owner)
+        parameters = {id(p): p for m in (module, *module.children()) for p in m.parameters(recurse=False)}
+        torch.manual_seed(module_seed(seed, name))
+        with gathered(parameters.values()):
+            owner._init_weights(module)
+
+    with torch.no_grad():
+        visit(model, "", model)
+    return model
+
+
+def module_seed(seed: int, name: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:8], "little")
 
 
 def adapter_base_source(config: ModelConfig, init_from: str | None, base: str) -> tuple[ModelConfig, str | None]:

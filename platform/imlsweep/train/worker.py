@@ -91,6 +91,7 @@ class WorkerRun:
         from imlsweep.train.engine import initialize_engine
         from imlsweep.train.attention import IMPLEMENTATIONS
         from imlsweep.train.lora import apply_lora
+        from imlsweep.train.partition import partitioned_loading
         from imlsweep.train.model import (attention_path, enable_activation_checkpointing, load_model, model_config,
                                           model_kind)
         from imlsweep.train.schedule import lr_scheduler
@@ -101,8 +102,9 @@ class WorkerRun:
         torch.manual_seed(self.train.seed)
         # the same on every rank: the path depends on the model, the trial's devices and what is installed
         self.attention = attention_path(model_config(self.config.model), self.train.use_gpu)
-        self.model = load_model(self.config.model, self.config.init_from,
-                                attn_implementation=IMPLEMENTATIONS[self.attention])
+        with partitioned_loading(setup.deepspeed, self.train.use_gpu):  # ZeRO-3: no rank holds the whole model
+            self.model = load_model(self.config.model, self.config.init_from,
+                                    attn_implementation=IMPLEMENTATIONS[self.attention])
         self.model.train()  # from_pretrained returns a model in eval mode: no dropout, no activation checkpointing
         if self.train.activation_checkpointing:
             enable_activation_checkpointing(self.model)
