@@ -9,7 +9,7 @@ import pytest
 
 from imlsweep.train.config import TrialConfig
 from imlsweep.train.memory import (GIB, ModelShape, TrialShape, activation_bytes, layer_activation_bytes,
-                                   model_shape, model_states_bytes, plan_memory, trial_shape)
+                                   model_shape, model_states_bytes, plan_memory, planned_model, trial_shape)
 from imlsweep.train.model import ModelConfig, architecture_config, load_model
 
 MODEL = ModelShape(params=1_300_000_000, largest_module_params=100_000_000, hidden=2048, ffn=8192, heads=32,
@@ -103,3 +103,39 @@ def test_trial_shape_reads_the_trial_settings():
     t5 = model_shape(architecture_config(config.model))
     padded = dataclasses.replace(shape, packed_seq2seq=False)
     assert activation_bytes(t5, shape) - activation_bytes(t5, padded) == 2 * (300**2 + 40**2 + 300 * 40) * 2  # bf16
+
+
+def test_lora_trains_only_its_adapters():
+    """With `model.lora` the frozen base has no gradients and no optimizer state: DeepSpeed's 16 bytes per
+    trained parameter (and the gradients) count the adapters alone; the weights and activations stay."""
+    lora = dataclasses.replace(MODEL, params=MODEL.params + 4_000_000, adapter_params=4_000_000)
+    full = dataclasses.replace(MODEL, params=lora.params)
+    assert (lora.trainable_params, full.trainable_params) == (4_000_000, lora.params)
+    states = {stage: model_states_bytes(lora, with_settings(zero_stage=stage))[0] for stage in (0, 2, 3)}
+    n, params, adapters = TRIAL.workers, lora.params, 4_000_000
+    assert states[0] == 2 * params + (2 + 16) * adapters
+    assert states[2] == 2 * params + (2 + 16) * adapters / n
+    assert states[3] == pytest.approx(2 * params / n + 16 * adapters / n + 4 * MODEL.largest_module_params)
+    for stage in (0, 2, 3):
+        assert states[stage] < model_states_bytes(full, with_settings(zero_stage=stage))[0]
+    assert activation_bytes(lora, TRIAL) == activation_bytes(full, TRIAL)
+
+
+def test_lora_adapters_counted_on_the_meta_model_as_peft_trains_them():
+    from imlsweep.train.lora import apply_lora
+
+    for name, lora in [("tiny-llama", {"r": 4}), ("tiny-t5", {"r": 8, "target_modules": ["q", "k", "v", "o"]})]:
+        config = ModelConfig(name=name, lora=lora)
+        shape, base = planned_model(config), planned_model(ModelConfig(name=name))
+        assert shape.params == base.params + shape.adapter_params and base.adapter_params == 0
+        if name == "tiny-llama":  # peft's own model, as a trial trains it
+            model = apply_lora(load_model(config), config.lora)
+            assert shape.adapter_params == sum(p.numel() for p in model.parameters() if p.requires_grad)
+            assert shape.params == sum(p.numel() for p in model.parameters())
+        else:  # r x (in + out) per adapted projection: 4 of them in each of 2 encoder, 2 decoder self- and 2 cross-attention blocks
+            hf_config = architecture_config(config)
+            inner = hf_config.num_heads * hf_config.d_kv
+            assert shape.adapter_params == 6 * 4 * 8 * (hf_config.d_model + inner)
+    # the study's 30B model counts its adapters without any memory: r x (in + out) of q and v in 48 layers
+    opt = planned_model(ModelConfig(name="facebook/opt-30b", lora={"r": 16}))
+    assert opt.adapter_params == 48 * 2 * 16 * (7168 + 7168)
