@@ -13,7 +13,8 @@ from imlsweep.train.memory import (GIB, ModelShape, TrialShape, activation_bytes
 from imlsweep.train.model import ModelConfig, architecture_config, load_model
 
 MODEL = ModelShape(params=1_300_000_000, largest_module_params=100_000_000, hidden=2048, ffn=8192, heads=32,
-                   layers=24, decoder_layers=0, vocab=50272, gated_ffn=False, dropout=True, load_bytes=2)
+                   layers=24, decoder_layers=0, vocab=50272, gated_ffn=False, dropout=True, attention_dropout=True,
+                   load_bytes=2)
 TRIAL = TrialShape(workers=16, workers_per_node=8, gpu=True, zero_stage=2, offload_optimizer=False,
                    offload_params=False, precision="bf16", micro_batch_size=4, seq_len=2048, target_len=128,
                    activation_checkpointing=False)
@@ -58,10 +59,29 @@ def test_activations_follow_korthikanti_and_checkpointing_keeps_layer_inputs():
     assert full == MODEL.layers * 34 * s * b * h + logits + mask
     checkpointed = activation_bytes(MODEL, with_settings(activation_checkpointing=True))
     assert checkpointed == MODEL.layers * 2 * s * b * h + 34 * s * b * h + logits + mask
+    # on CPU, attention dropout sends SDPA down its math path: softmax, dropout mask and output per layer
+    cpu = with_settings(gpu=False)
+    assert activation_bytes(MODEL, cpu) - full == MODEL.layers * 3 * 2 * MODEL.heads * b * s * s
+    assert activation_bytes(dataclasses.replace(MODEL, attention_dropout=False), cpu) == full
     # fp32 doubles every element but the dropout masks; a gated feed-forward keeps two more sbf tensors
     assert layer_activation_bytes(s, b, MODEL, e=4) == (4 * 5 + 1 + 4 + 1 + 2 * 4) * s * b * h + 2 * 4 * s * b * MODEL.ffn
     gated = dataclasses.replace(MODEL, gated_ffn=True)
     assert layer_activation_bytes(s, b, gated, e=2) - layer_activation_bytes(s, b, MODEL, e=2) == 2 * 2 * s * b * MODEL.ffn
+
+
+def test_sdpa_on_cpu_keeps_the_scores_only_with_attention_dropout():
+    """What the CPU term of the plan stands on: the scores SDPA saves for its backward pass."""
+    import torch
+
+    b, a, s, e = 2, 4, 64, 4
+    q, k, v = (torch.randn(b, a, s, 16, requires_grad=True) for _ in range(3))
+    mask = torch.zeros(b, 1, s, s)
+    for dropout, score_tensors in [(0.0, 0), (0.1, 3)]:
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        scores = sum(t.numel() * t.element_size() for t in saved if t.shape[-2:] == (s, s) and t.numel() > mask.numel())
+        assert scores == score_tensors * e * a * b * s * s
 
 
 def test_memory_plan_per_gpu_and_per_node():

@@ -23,9 +23,11 @@ Activation Recomputation in Large Transformer Models" (2022), eq. 1, per layer s
 written out term by term so it holds for any precision, feed-forward width and gated feed-forward:
 
     attention   sbh(5e + d)                   inputs of Q/K/V, Q, K, V, the output projection; dropout
-    scores      0                             the trainer's attention (SDPA) never materialises
-                                              softmax(QK^T) (the 5as/h term); the 4-D document mask,
-                                              b·s²·e, is built once and shared by every layer (packed
+    scores      0 on GPU, 3e·abs² on CPU      on GPU, SDPA's fused kernels never materialise softmax(QK^T)
+                with attention dropout        (the 5as/h term); on CPU, SDPA's kernel has no dropout and its
+                                              math path keeps the softmax, the dropout mask and its output,
+                                              each in the activation dtype. The 4-D document mask, b·s²·e,
+                                              is built once and shared by every layer (packed
                                               encoder-decoder rows: encoder, decoder and cross masks)
     MLP         sbh(e + d) + sbf·e·(2 or 4)   input, activation input and output (gated: gate, up,
                                               act(gate), product)
@@ -74,6 +76,7 @@ class ModelShape:
     vocab: int
     gated_ffn: bool
     dropout: bool
+    attention_dropout: bool
     load_bytes: int  # bytes per parameter of the weights as loaded (the checkpoint's dtype)
     adapter_params: int = 0  # LoRA: its adapters' parameters (in `params` too), the only ones trained
 
@@ -139,7 +142,8 @@ def model_states_bytes(model: ModelShape, trial: TrialShape) -> tuple[float, flo
 
 
 def layer_activation_bytes(s: int, b: int, model: ModelShape, e: int) -> float:
-    """One transformer layer's saved activations (Korthikanti et al. 2022, eq. 1, term by term)."""
+    """One transformer layer's saved activations (Korthikanti et al. 2022, eq. 1, term by term), the
+    attention scores aside."""
     h, f, d = model.hidden, model.ffn, int(model.dropout)
     attention = s * b * h * (5 * e + d)
     mlp = s * b * h * (e + d) + s * b * f * e * (4 if model.gated_ffn else 2)
@@ -147,14 +151,24 @@ def layer_activation_bytes(s: int, b: int, model: ModelShape, e: int) -> float:
     return attention + mlp + norms
 
 
+def score_bytes(queries: int, keys: int, model: ModelShape, trial: TrialShape) -> float:
+    """The attention scores one attention block keeps: none on GPU or without attention dropout (SDPA's
+    fused kernels); on CPU with dropout, SDPA's math path keeps softmax, dropout mask and output."""
+    if trial.gpu or not model.attention_dropout:
+        return 0
+    return 3 * PRECISION_BYTES[trial.precision] * model.heads * trial.micro_batch_size * queries * keys
+
+
 def activation_bytes(model: ModelShape, trial: TrialShape) -> float:
     """Peak activation bytes of one micro batch's forward and backward."""
     e, b = PRECISION_BYTES[trial.precision], trial.micro_batch_size
-    stacks = [(trial.seq_len, model.layers, 0)]
+    source, target = trial.seq_len, trial.target_len
+    stacks = [(source, model.layers, score_bytes(source, source, model, trial))]
     if model.seq2seq:
         # decoder layers over the target, each with a cross-attention block over the source's keys and values
-        cross = trial.target_len * b * model.hidden * (5 * e + int(model.dropout)) + 2 * e * trial.seq_len * b * model.hidden
-        stacks = [(trial.seq_len, model.layers, 0), (trial.target_len, model.decoder_layers, cross)]
+        cross = (target * b * model.hidden * (5 * e + int(model.dropout)) + 2 * e * source * b * model.hidden
+                 + score_bytes(target, source, model, trial))
+        stacks.append((target, model.decoder_layers, score_bytes(target, target, model, trial) + cross))
     total, live_layer = 0.0, 0.0
     for s, layers, extra in stacks:
         layer = layer_activation_bytes(s, b, model, e) + extra
@@ -163,11 +177,10 @@ def activation_bytes(model: ModelShape, trial: TrialShape) -> float:
             live_layer = max(live_layer, layer)  # the layer being recomputed
         else:
             total += layers * layer
-    logits_len = trial.target_len if model.seq2seq else trial.seq_len
+    logits_len = target if model.seq2seq else source
     if not model.seq2seq:
-        mask = b * trial.seq_len**2 * e
+        mask = b * source**2 * e
     else:  # packed: encoder, decoder and cross-attention masks; padded rows: a [b, s] padding mask only
-        source, target = trial.seq_len, trial.target_len
         mask = b * (source**2 + target**2 + source * target) * e if trial.packed_seq2seq else 0
     return total + live_layer + mask + b * logits_len * model.vocab * (2 * e + 12)
 
@@ -210,6 +223,7 @@ def model_shape(hf_config: Any, lora: Any = None) -> ModelShape:
 def _model_shape(config_json: str, lora_json: str | None) -> ModelShape:
     from transformers import AutoConfig
 
+    from imlsweep.train.attention import attention_dropout
     from imlsweep.train.lora import LoraConfig, trained_params
     from imlsweep.train.model import meta_model
 
@@ -230,6 +244,7 @@ def _model_shape(config_json: str, lora_json: str | None) -> ModelShape:
     return ModelShape(params=params + adapters, largest_module_params=largest, hidden=hf_config.hidden_size, ffn=ffn,
                       heads=hf_config.num_attention_heads, layers=hf_config.num_hidden_layers,
                       decoder_layers=decoder_layers, vocab=hf_config.vocab_size, gated_ffn=gated, dropout=dropout,
+                      attention_dropout=attention_dropout(hf_config) > 0,
                       load_bytes=2 if ("16" in dtype) else 4, adapter_params=adapters)
 
 
