@@ -87,20 +87,22 @@ def test_sdpa_on_cpu_keeps_the_scores_only_with_attention_dropout():
 
 def test_buffers_deepspeeds_estimates_leave_out():
     """The reduce bucket (resident whole on a GPU under ZeRO 1-3, as far as the gradients fill it on a
-    CPU); under ZeRO-3 the gradient partition in the training precision (beside the optimizer's when
-    offloaded) and the gathered parameters kept for reuse, up to 5e8 of them, the estimate's 2pL included."""
+    CPU); under ZeRO-3 the reduce-scatter's flat copy of the bucket's gradients, the gradient partition in
+    the training precision (beside the optimizer's when offloaded) and the gathered parameters kept for
+    reuse, up to 5e8 of them, the estimate's 2pL included."""
     small = dataclasses.replace(MODEL, params=10_000_000)
     assert buffer_bytes(MODEL, TRIAL) == (2 * 5e8, 0)
     assert buffer_bytes(small, TRIAL) == (2 * 5e8, 0)
     assert buffer_bytes(small, with_settings(gpu=False, precision="fp32")) == (4 * 10_000_000, 0)
     assert buffer_bytes(small, with_settings(zero_stage=0)) == (2 * 10_000_000, 0)
+    # ZeRO-3: the bucket and the reduce-scatter's flat copy of it, each 5e8 bf16 gradients here
     kept = 2 * 5e8 - 2 * 2 * MODEL.largest_module_params
-    assert buffer_bytes(MODEL, with_settings(zero_stage=3)) == (2 * 5e8 + kept + 2 * MODEL.params / 16, 0)
+    assert buffer_bytes(MODEL, with_settings(zero_stage=3)) == (2 * 2 * 5e8 + kept + 2 * MODEL.params / 16, 0)
     assert buffer_bytes(MODEL, with_settings(zero_stage=3, offload_optimizer=True)) == \
-        (2 * 5e8 + kept, 2 * MODEL.params / 16)
+        (2 * 2 * 5e8 + kept, 2 * MODEL.params / 16)
     lora = dataclasses.replace(small, params=small.params + 40_000, adapter_params=40_000, largest_module_params=1000)
     assert buffer_bytes(lora, with_settings(gpu=False, zero_stage=3, workers=2)) == \
-        (2 * 40_000 + 2 * (lora.params - 2 * 1000) + 40_000, 0)
+        (2 * 2 * 40_000 + 2 * (lora.params - 2 * 1000) + 40_000, 0)
 
 
 def test_memory_plan_per_gpu_and_per_node():

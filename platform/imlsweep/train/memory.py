@@ -19,9 +19,10 @@ Adam's two moments), whatever the precision:
 
 and what those estimates leave out: the bucket DeepSpeed reduces gradients through (`reduce_bucket_size`,
 5·10⁸ elements by default, p bytes each: allocated whole on a GPU under ZeRO 1-3; on a CPU, and under
-ZeRO 0 where the bucket is a flattened copy, only as much as the T gradients fill); under ZeRO-3 the
-partition of gradients in the training precision, pT/N (`grad_partitions_flat_buffer`, on the host when
-the optimizer is offloaded), and the gathered parameters it keeps for their reuse: a parameter used again
+ZeRO 0 where the bucket is a flattened copy, only as much as the T gradients fill); under ZeRO-3 a
+second copy of what the bucket holds (its coalesced reduce-scatter concatenates the bucket's gradients
+into one flat tensor), the partition of gradients in the training precision, pT/N
+(`grad_partitions_flat_buffer`, on the host when the optimizer is offloaded), and the gathered parameters it keeps for their reuse: a parameter used again
 within `stage3_max_reuse_distance` (10⁹) parameters is not released, and each layer's are used again in
 the backward pass after the forward and backward of the layers above it, so those of the last 5·10⁸
 parameters stay whole: p·min(Ψ, 5·10⁸) on the device, the 2pL above included.
@@ -158,15 +159,18 @@ def model_states_bytes(model: ModelShape, trial: TrialShape) -> tuple[float, flo
 
 def buffer_bytes(model: ModelShape, trial: TrialShape) -> tuple[float, float]:
     """(on the device, on the host) bytes DeepSpeed's estimates leave out: its reduce bucket, and under
-    ZeRO-3 the partition of gradients in the training precision and the gathered parameters it keeps."""
+    ZeRO-3 the reduce-scatter's copy of it, the partition of gradients in the training precision and the
+    gathered parameters it keeps."""
     p, trainable = PRECISION_BYTES[trial.precision], model.trainable_params
+    filled = p * min(trainable, REDUCE_BUCKET_ELEMENTS)
     whole_bucket = trial.gpu and trial.zero_stage > 0  # torch.empty on a GPU is resident at once
-    bucket = p * (REDUCE_BUCKET_ELEMENTS if whole_bucket else min(trainable, REDUCE_BUCKET_ELEMENTS))
+    bucket = p * REDUCE_BUCKET_ELEMENTS if whole_bucket else filled
     if trial.zero_stage < 3:
         return bucket, 0.0
     kept = max(0, p * min(model.params, KEPT_GATHERED_PARAMS) - 2 * p * model.largest_module_params)
+    device = bucket + filled + kept
     partition = p * trainable / trial.workers
-    return (bucket + kept, partition) if trial.offload_optimizer else (bucket + kept + partition, 0.0)
+    return (device, partition) if trial.offload_optimizer else (device + partition, 0.0)
 
 
 def layer_activation_bytes(s: int, b: int, model: ModelShape, e: int) -> float:
