@@ -67,6 +67,18 @@ def apply_lora(model: Any, lora: LoraConfig) -> Any:
     return peft.get_peft_model(model, peft_config(lora, model.config))
 
 
+def trained_params(model: Any, lora: LoraConfig) -> int:
+    """Parameters a LoRA trial trains (what DeepSpeed optimizes): the adapters `lora` puts on `model`,
+    every other parameter frozen as `apply_lora` leaves it. `model` gets the adapters in place; built on
+    the meta device it costs no memory."""
+    import peft
+    import torch
+
+    with torch.device("meta"):
+        peft.inject_adapter_in_model(peft_config(lora, model.config), model)
+    return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+
+
 def adaptable_modules(model: Any) -> list[str]:
     """Dotted names of the modules a LoRA adapter can wrap (peft's LoRA layer types)."""
     import torch
