@@ -174,7 +174,7 @@ def test_lora_adapters_counted_on_the_meta_model_as_peft_trains_them():
             model = apply_lora(load_model(config), config.lora)
             assert shape.adapter_params == sum(p.numel() for p in model.parameters() if p.requires_grad)
             assert shape.params == sum(p.numel() for p in model.parameters())
-        else:  # r x (in + out) per adapted projection: 4 of them in each of 2 encoder, 2 decoder self- and 2 cross-attention blocks
+        else:  # r x (in + out) per adapted projection: 4 in each of 2 encoder, 2 decoder and 2 cross-attention blocks
             hf_config = architecture_config(config)
             inner = hf_config.num_heads * hf_config.d_kv
             assert shape.adapter_params == 6 * 4 * 8 * (hf_config.d_model + inner)

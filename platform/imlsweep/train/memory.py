@@ -17,15 +17,16 @@ Adam's two moments), whatever the precision:
     stage 3     pΨ/N + 16T/N + 2pL            offload_optimizer: pΨ/N + 2pL on the GPU, 16T/N on the host
                                               offload_params: 2pL on the GPU, (p + 16)Ψ/N on the host
 
-and what those estimates leave out: the bucket DeepSpeed reduces gradients through (`reduce_bucket_size`,
-5·10⁸ elements by default, p bytes each: allocated whole on a GPU under ZeRO 1-3; on a CPU, and under
-ZeRO 0 where the bucket is a flattened copy, only as much as the T gradients fill); under ZeRO-3 a
-second copy of what the bucket holds (its coalesced reduce-scatter concatenates the bucket's gradients
-into one flat tensor), the partition of gradients in the training precision, pT/N
-(`grad_partitions_flat_buffer`, on the host when the optimizer is offloaded), and the gathered parameters it keeps for their reuse: a parameter used again
-within `stage3_max_reuse_distance` (10⁹) parameters is not released, and each layer's are used again in
-the backward pass after the forward and backward of the layers above it, so those of the last 5·10⁸
-parameters stay whole: p·min(Ψ, 5·10⁸) on the device, the 2pL above included.
+and what those estimates leave out (`buffer_bytes`): the bucket DeepSpeed reduces gradients through
+(`reduce_bucket_size`, 5·10⁸ elements by default, p bytes each: allocated whole on a GPU under ZeRO 1-3;
+on a CPU, and under ZeRO 0 where the bucket is a flattened copy, only as much as the T gradients fill);
+under ZeRO-3 a second copy of what the bucket holds (its coalesced reduce-scatter concatenates the
+bucket's gradients into one flat tensor), the partition of gradients in the training precision, pT/N
+(`grad_partitions_flat_buffer`, on the host when the optimizer is offloaded), and the gathered
+parameters it keeps for their reuse: a parameter used again within `stage3_max_reuse_distance` (10⁹)
+parameters is not released, and each layer's are used again in the backward pass after the forward and
+backward of the layers above it, so those of the last 5·10⁸ parameters stay whole: p·min(Ψ, 5·10⁸) on
+the device, the 2pL above included. Checked on CPU against measured peaks by `imlsweep bench memory`.
 
 Activations of one micro batch (b rows of s tokens, h hidden, f feed-forward, a heads, e bytes per
 activation element, d = 1 when dropout keeps a mask per element): Korthikanti et al., "Reducing
