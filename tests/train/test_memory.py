@@ -8,8 +8,9 @@ import dataclasses
 import pytest
 
 from imlsweep.train.config import TrialConfig
-from imlsweep.train.memory import (GIB, ModelShape, TrialShape, activation_bytes, layer_activation_bytes,
-                                   model_shape, model_states_bytes, plan_memory, planned_model, trial_shape)
+from imlsweep.train.memory import (GIB, ModelShape, TrialShape, activation_bytes, buffer_bytes,
+                                   layer_activation_bytes, model_shape, model_states_bytes, plan_memory, planned_model,
+                                   trial_shape)
 from imlsweep.train.model import ModelConfig, architecture_config, load_model
 
 MODEL = ModelShape(params=1_300_000_000, largest_module_params=100_000_000, hidden=2048, ffn=8192, heads=32,
@@ -84,12 +85,33 @@ def test_sdpa_on_cpu_keeps_the_scores_only_with_attention_dropout():
         assert scores == score_tensors * e * a * b * s * s
 
 
+def test_buffers_deepspeeds_estimates_leave_out():
+    """The reduce bucket (resident whole on a GPU under ZeRO 1-3, as far as the gradients fill it on a
+    CPU); under ZeRO-3 the reduce-scatter's flat copy of the bucket's gradients, the gradient partition in
+    the training precision (beside the optimizer's when offloaded) and the gathered parameters kept for
+    reuse, up to 5e8 of them, the estimate's 2pL included."""
+    small = dataclasses.replace(MODEL, params=10_000_000)
+    assert buffer_bytes(MODEL, TRIAL) == (2 * 5e8, 0)
+    assert buffer_bytes(small, TRIAL) == (2 * 5e8, 0)
+    assert buffer_bytes(small, with_settings(gpu=False, precision="fp32")) == (4 * 10_000_000, 0)
+    assert buffer_bytes(small, with_settings(zero_stage=0)) == (2 * 10_000_000, 0)
+    # ZeRO-3: the bucket and the reduce-scatter's flat copy of it, each 5e8 bf16 gradients here
+    kept = 2 * 5e8 - 2 * 2 * MODEL.largest_module_params
+    assert buffer_bytes(MODEL, with_settings(zero_stage=3)) == (2 * 2 * 5e8 + kept + 2 * MODEL.params / 16, 0)
+    assert buffer_bytes(MODEL, with_settings(zero_stage=3, offload_optimizer=True)) == \
+        (2 * 2 * 5e8 + kept, 2 * MODEL.params / 16)
+    lora = dataclasses.replace(small, params=small.params + 40_000, adapter_params=40_000, largest_module_params=1000)
+    assert buffer_bytes(lora, with_settings(gpu=False, zero_stage=3, workers=2)) == \
+        (2 * 2 * 40_000 + 2 * (lora.params - 2 * 1000) + 40_000, 0)
+
+
 def test_memory_plan_per_gpu_and_per_node():
     plan = plan_memory(MODEL, TRIAL)
     states, _ = model_states_bytes(MODEL, TRIAL)
-    assert plan.device_gb == pytest.approx((states + activation_bytes(MODEL, TRIAL)) / GIB + 2.5)
+    bucket, _ = buffer_bytes(MODEL, TRIAL)
+    assert plan.device_gb == pytest.approx((states + bucket + activation_bytes(MODEL, TRIAL)) / GIB + 2.5)
     # every worker loads the whole model on the host (bf16 checkpoint here) before DeepSpeed takes it
-    assert plan.host_gb_per_worker == pytest.approx(1.3 + MODEL.params * 2 / GIB)
+    assert plan.host_gb_per_worker == pytest.approx(0.5 + MODEL.params * 2 / GIB)
     assert plan.host_gb_per_node == pytest.approx(8 * plan.host_gb_per_worker)
     cpu = plan_memory(MODEL, with_settings(gpu=False))
     assert cpu.host_gb_per_worker == cpu.device_gb > plan.device_gb - 2.5
@@ -152,7 +174,7 @@ def test_lora_adapters_counted_on_the_meta_model_as_peft_trains_them():
             model = apply_lora(load_model(config), config.lora)
             assert shape.adapter_params == sum(p.numel() for p in model.parameters() if p.requires_grad)
             assert shape.params == sum(p.numel() for p in model.parameters())
-        else:  # r x (in + out) per adapted projection: 4 of them in each of 2 encoder, 2 decoder self- and 2 cross-attention blocks
+        else:  # r x (in + out) per adapted projection: 4 in each of 2 encoder, 2 decoder and 2 cross-attention blocks
             hf_config = architecture_config(config)
             inner = hf_config.num_heads * hf_config.d_kv
             assert shape.adapter_params == 6 * 4 * 8 * (hf_config.d_model + inner)

@@ -17,6 +17,17 @@ Adam's two moments), whatever the precision:
     stage 3     pΨ/N + 16T/N + 2pL            offload_optimizer: pΨ/N + 2pL on the GPU, 16T/N on the host
                                               offload_params: 2pL on the GPU, (p + 16)Ψ/N on the host
 
+and what those estimates leave out (`buffer_bytes`): the bucket DeepSpeed reduces gradients through
+(`reduce_bucket_size`, 5·10⁸ elements by default, p bytes each: allocated whole on a GPU under ZeRO 1-3;
+on a CPU, and under ZeRO 0 where the bucket is a flattened copy, only as much as the T gradients fill);
+under ZeRO-3 a second copy of what the bucket holds (its coalesced reduce-scatter concatenates the
+bucket's gradients into one flat tensor), the partition of gradients in the training precision, pT/N
+(`grad_partitions_flat_buffer`, on the host when the optimizer is offloaded), and the gathered
+parameters it keeps for their reuse: a parameter used again within `stage3_max_reuse_distance` (10⁹)
+parameters is not released, and each layer's are used again in the backward pass after the forward and
+backward of the layers above it, so those of the last 5·10⁸ parameters stay whole: p·min(Ψ, 5·10⁸) on
+the device, the 2pL above included. Checked on CPU against measured peaks by `imlsweep bench memory`.
+
 Activations of one micro batch (b rows of s tokens, h hidden, f feed-forward, a heads, e bytes per
 activation element, d = 1 when dropout keeps a mask per element): Korthikanti et al., "Reducing
 Activation Recomputation in Large Transformer Models" (2022), eq. 1, per layer sbh(34 + 5as/h) bytes,
@@ -53,12 +64,18 @@ from typing import Any
 
 GIB = 2**30
 # A worker process's own footprint before its model (Python, PyTorch, transformers, DeepSpeed, Ray, the
-# process group and data iterator): measured as peak RSS of a 2-worker CPU trial less its planned model.
-HOST_RUNTIME_GB = 1.3
+# process group and data iterator): the peak RSS of 2-worker CPU trials of a 10M model under ZeRO 0 and 2
+# (`imlsweep bench memory`) less what the plan counts for their model, 0.48 to 0.52 GiB.
+HOST_RUNTIME_GB = 0.5
 # A GPU's CUDA context, kernels, communication buffers and allocator slack.
 GPU_RUNTIME_GB = 2.5
 # DeepSpeed's optimizer partition per trainable parameter: fp32 master copy, fp32 gradient, Adam m and v.
 OPTIMIZER_PARTITION_BYTES = 16
+# DeepSpeed's default reduce_bucket_size (and allreduce_bucket_size under ZeRO 0), in elements
+REDUCE_BUCKET_ELEMENTS = 500_000_000
+# ZeRO-3 keeps gathered the parameters used again within its default stage3_max_reuse_distance (1e9): the
+# layers of the last half of that, whose forward and backward passes both fall within it
+KEPT_GATHERED_PARAMS = 500_000_000
 PRECISION_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 
 
@@ -141,6 +158,22 @@ def model_states_bytes(model: ModelShape, trial: TrialShape) -> tuple[float, flo
     return p * params / n + partition + gathered, 0.0
 
 
+def buffer_bytes(model: ModelShape, trial: TrialShape) -> tuple[float, float]:
+    """(on the device, on the host) bytes DeepSpeed's estimates leave out: its reduce bucket, and under
+    ZeRO-3 the reduce-scatter's copy of it, the partition of gradients in the training precision and the
+    gathered parameters it keeps."""
+    p, trainable = PRECISION_BYTES[trial.precision], model.trainable_params
+    filled = p * min(trainable, REDUCE_BUCKET_ELEMENTS)
+    whole_bucket = trial.gpu and trial.zero_stage > 0  # torch.empty on a GPU is resident at once
+    bucket = p * REDUCE_BUCKET_ELEMENTS if whole_bucket else filled
+    if trial.zero_stage < 3:
+        return bucket, 0.0
+    kept = max(0, p * min(model.params, KEPT_GATHERED_PARAMS) - 2 * p * model.largest_module_params)
+    device = bucket + filled + kept
+    partition = p * trainable / trial.workers
+    return (device, partition) if trial.offload_optimizer else (device + partition, 0.0)
+
+
 def layer_activation_bytes(s: int, b: int, model: ModelShape, e: int) -> float:
     """One transformer layer's saved activations (Korthikanti et al. 2022, eq. 1, term by term), the
     attention scores aside."""
@@ -187,6 +220,8 @@ def activation_bytes(model: ModelShape, trial: TrialShape) -> float:
 
 def plan_memory(model: ModelShape, trial: TrialShape) -> MemoryPlan:
     on_device, offloaded = model_states_bytes(model, trial)
+    buffers_device, buffers_host = buffer_bytes(model, trial)
+    on_device, offloaded = on_device + buffers_device, offloaded + buffers_host
     activations = activation_bytes(model, trial)
     load = model.params * model.load_bytes
     if trial.gpu:
