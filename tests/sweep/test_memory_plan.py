@@ -9,7 +9,7 @@ import pytest
 
 from imlsweep.cli import main
 from imlsweep.errors import UserError
-from imlsweep.sweep.plan import memory_by_shape
+from imlsweep.sweep.plan import memory_by_shape, saved_params
 from imlsweep.sweep.sweep import open_spec
 from imlsweep.train.config import TrialConfig
 from imlsweep.train.trial import check_trial
@@ -79,3 +79,17 @@ def test_activation_checkpointing_on_a_model_without_it_fails_plan_and_trial(tmp
     assert main(["sweep", "plan", str(spec), "--storage", str(tmp_path / "runs")]) == 2
     assert (f"{spec}: trial single_task-inst_8-task1159-r0 (and 35 more trials): train.activation_checkpointing: "
             f"'true' JetMoeForCausalLM cannot checkpoint activations ({folder})") in capsys.readouterr().err
+
+
+def test_a_lora_trial_keeps_and_exports_its_adapter_alone():
+    """The plan's disk figures: a LoRA trial's checkpoints hold the adapter's optimizer state and its
+    export the adapter (the whole model when merged); a model whose config is not here counts whole."""
+    def config(model):
+        return TrialConfig.model_validate({"name": "t", "corpus": "c", "mixture": {}, "model": model})
+
+    opt = {"name": "facebook/opt-30b", "lora": {"r": 16}}  # peft's default targets: q_proj, v_proj
+    adapter = 48 * 2 * 16 * (7168 + 7168)
+    assert saved_params(config(opt), 30e9) == (adapter, adapter)
+    assert saved_params(config({**opt, "lora": {"r": 16, "export_merged": True}}), 30e9) == (30e9, adapter)
+    assert saved_params(config({"name": "facebook/opt-30b"}), 30e9) == (30e9, 30e9)
+    assert saved_params(config({"name": "someone/unknown-30b", "lora": {}}), 30e9) == (30e9, 30e9)

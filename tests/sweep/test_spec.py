@@ -107,6 +107,12 @@ stages:
      "a stage with `merge` cannot also have per_task"),
     ("stages:\n  - name: one\n  - {name: two, merge: {stage: one}, set: {merge.density: 0}}",
      "trial two-all: merge.density: Input should be greater than 0"),
+    ("stages:\n  - {name: one, cells: [{name: lora, set: {model.lora.r: 4}}, {name: full}]}\n"
+     "  - {name: two, merge: {stage: one}}",
+     "stages.1.merge (stage two, group all): one-lora exports a LoRA adapter and one-full a full model"),
+    ("stages:\n  - {name: one, cells: [{name: a, set: {model.lora.r: 4}}, {name: b, set: {model.name: tiny-opt, "
+     "model.lora.r: 4}}]}\n  - {name: two, merge: {stage: one}}",
+     "stages.1.merge (stage two, group all): one-b and one-a start from different models"),
     ("stages:\n  - name: one\nmax_failures: 2", ": Value error, `max_failures` is no longer a key here: renamed to "
                                                   "`trial_retries`"),
     ("stages:\n  - name: one\n    set: {train.max_failures: 2}", "trial one: train: Value error, `max_failures` is no "
@@ -191,6 +197,17 @@ def test_transfer_and_merge_stages_build_on_earlier_trials(tmp_path):
     assert summary["trials_by_stage"] == {"single": 6, "transfer": 4, "merged": 4}
     assert summary["built_on"] == {"transfer": "from each of 3 single trials", "merged": "2 merged models of 3 single trials"}
     assert summary["eval_items"] >= 0 and summary["train_tokens"] > 0
+
+
+def test_a_merge_of_lora_trials_merges_adapters_of_one_base_into_a_full_model(tmp_path):
+    text = GOOD.format(corpus=tmp_path).split("stages:")[0] + """stages:
+  - name: single
+    cells: [{name: r4, set: {model.lora.r: 4}}, {name: r8, set: {model.lora: {r: 8, alpha: 8}}}]
+  - {name: merged, merge: {stage: single}, set: {merge.method: ties}}
+"""
+    merged = open_spec(write_spec(tmp_path, text), str(tmp_path)).trials_by_name["merged-all"]
+    assert merged.merges == ["single-r4", "single-r8"] and merged.config.model.lora is None
+    assert merged.config.model.name == "tiny-llama" and merged.config.merge.base is None
 
 
 def test_replicates_are_trials_with_consecutive_seeds_each_starting_from_its_own(tmp_path):

@@ -91,10 +91,9 @@ def trial_config(name: str, model_dir: Path, corpus: Path, zero_stage: int, chec
 
 
 def planned(config: Any) -> Any:
-    from imlsweep.train.memory import model_shape, plan_memory, trial_shape
-    from imlsweep.train.model import architecture_config
+    from imlsweep.train.memory import plan_memory, planned_model, trial_shape
 
-    shape = model_shape(architecture_config(config.model))
+    shape = planned_model(config.model)
     return shape, plan_memory(shape, trial_shape(config, shape, gpus_per_node=1))
 
 

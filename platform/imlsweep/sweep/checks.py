@@ -31,6 +31,7 @@ from imlsweep import storage
 from imlsweep.config import ConfigError
 from imlsweep.data.mixture import PROPORTION_KEYS
 from imlsweep.data.plan import SPLIT_SIZE_COLUMN
+from imlsweep.data.token_cache import cache_location, check_writable
 from imlsweep.errors import UserError
 from imlsweep.sweep.sweep import Sweep
 from imlsweep.train.config import TrialConfig
@@ -272,6 +273,20 @@ def require_valid(sweep: Sweep, corpus: Any) -> None:
     problems = check_sweep(sweep, corpus)
     if problems:
         raise ConfigError("\n".join(problem.line(sweep.source) for problem in problems))
+
+
+def require_no_wrong_names(sweep: Sweep, problems: list) -> None:
+    """Raise one ConfigError listing the problems that are wrong anywhere (a name that does not exist),
+    leaving those that only mean "not on this machine" (plan and simulate run where the data is not)."""
+    wrong = [problem.line(sweep.source) for problem in problems if problem.kind == "wrong"]
+    if wrong:
+        raise ConfigError("\n".join(wrong))
+
+
+def require_writable_token_caches(sweep: Sweep) -> None:
+    """Every token cache the trials write to can be written (before any trial starts)."""
+    for location in sorted({cache_location(t.config.token_cache, t.config.corpus) for t in sweep.trials}):
+        check_writable(location)
 
 
 def memory_problems(sweep: Sweep, memory: list[dict[str, Any]]) -> list[str]:

@@ -78,7 +78,7 @@ def plan_command(args: argparse.Namespace) -> int:
     """Checks every trial (fails on a name that does not exist), then prints the plan, with what is not
     on this machine listed, and fails when a trial does not fit the memory `resources` declares; without a built corpus, `corpus_missing` says why and the spec's figures stand in."""
     from imlsweep.config import ConfigError
-    from imlsweep.sweep.checks import check_sweep, memory_problems, open_built_corpus
+    from imlsweep.sweep.checks import check_sweep, memory_problems, open_built_corpus, require_no_wrong_names
     from imlsweep.sweep.estimate import Estimator
     from imlsweep.sweep.plan import format_plan, plan_summary
     from imlsweep.sweep.sweep import open_spec
@@ -86,9 +86,7 @@ def plan_command(args: argparse.Namespace) -> int:
     sweep = open_spec(args.spec, args.storage)
     corpus, corpus_missing = open_built_corpus(sweep, args.corpus)
     problems = check_sweep(sweep, corpus)
-    wrong = [problem.line(sweep.source) for problem in problems if problem.kind == "wrong"]
-    if wrong:
-        raise ConfigError("\n".join(wrong))
+    require_no_wrong_names(sweep, problems)
     summary = plan_summary(sweep, estimator=Estimator(sweep.spec, corpus))
     summary["corpus_missing"] = corpus_missing
     summary["absent_here"] = [problem.line(sweep.source) for problem in problems]
@@ -121,7 +119,7 @@ def resume_command(args: argparse.Namespace) -> int:
 def execute(sweep, args: argparse.Namespace) -> int:
     from imlsweep.corpus.store import Corpus
     from imlsweep.ray_session import ray_session
-    from imlsweep.sweep.checks import require_fits, require_valid
+    from imlsweep.sweep.checks import require_fits, require_valid, require_writable_token_caches
     from imlsweep.sweep.corpus import ensure_corpus
     from imlsweep.sweep.credentials import describe_tracking
     from imlsweep.sweep.driver import run_sweep
@@ -130,10 +128,7 @@ def execute(sweep, args: argparse.Namespace) -> int:
     require_valid(sweep, Corpus.open(ensure_corpus(sweep.spec)))  # nothing starts on bad input
     require_fits(sweep)  # nor on a trial too big for its GPUs or hosts
     print(describe_tracking(sweep.spec.tracking), file=sys.stderr, flush=True)  # where the key comes from, never the key
-    from imlsweep.data.token_cache import cache_location, check_writable
-
-    for location in sorted({cache_location(t.config.token_cache, t.config.corpus) for t in sweep.trials}):
-        check_writable(location)  # before any trial starts
+    require_writable_token_caches(sweep)
     with ray_session(args.address):
         status = run_sweep(sweep)
     # printed after Ray has shut down, so Ray's last messages do not follow the result
@@ -180,8 +175,7 @@ def eval_command(args: argparse.Namespace) -> int:
 
 
 def simulate_command(args: argparse.Namespace) -> int:
-    from imlsweep.config import ConfigError
-    from imlsweep.sweep.checks import check_sweep, open_built_corpus
+    from imlsweep.sweep.checks import check_sweep, open_built_corpus, require_no_wrong_names
     from imlsweep.sweep.estimate import Estimator
     from imlsweep.sweep.simulate import format_simulation, simulate, simulated_cluster
     from imlsweep.sweep.sweep import open_spec
@@ -190,9 +184,7 @@ def simulate_command(args: argparse.Namespace) -> int:
     estimators = []
     for sweep in sweeps:  # estimates from the built corpus where it can be had here (as `sweep plan`)
         corpus, _ = open_built_corpus(sweep)
-        wrong = [problem.line(sweep.source) for problem in check_sweep(sweep, corpus) if problem.kind == "wrong"]
-        if wrong:
-            raise ConfigError("\n".join(wrong))
+        require_no_wrong_names(sweep, check_sweep(sweep, corpus))
         estimators.append(Estimator(sweep.spec, corpus))
     cpus_per_node = args.cpus_per_node or max(node_cpus(sweep.spec, args.gpus_per_node) for sweep in sweeps)
     results = []

@@ -237,7 +237,8 @@ def stage_placements(stage: Stage, earlier: dict[str, DraftTrial], where: str) -
 
 def merge_placements(stage: Stage, earlier: dict[str, DraftTrial], where: str) -> list[Placement]:
     """One merged model per group of the selected trials; the group's trials must share a model and a
-    starting point (the base the merge subtracts)."""
+    starting point (the base the merge subtracts), and export the same kind of model (full weights, or
+    LoRA adapters of that base)."""
     merge = stage.merge
     chosen = selected_trials(merge, earlier, f"{where}.merge")
     groups = merge.groups if merge.groups is not None else {"all": None}
@@ -246,22 +247,47 @@ def merge_placements(stage: Stage, earlier: dict[str, DraftTrial], where: str) -
         members = chosen if values is None else [trial for trial in chosen if trial.labels.get(merge.group_label) in values]
         if not members:
             raise ConfigError(f"{where}.merge.groups.{group}: no selected trial has {merge.group_label} in {values}")
-        origin = merge_origin(members[0])
-        for member in members[1:]:
-            if merge_origin(member) != origin:
-                raise ConfigError(f"{where}.merge: {member.name} and {members[0].name} start from different models "
-                                  "(model, init_from or depends_on): merged models must share one base")
+        check_merged_together(members, f"{where}.merge (stage {stage.name}, group {group})")
         sets = {key: list(values if values is not None else [m.labels.get(merge.group_label) for m in members])
                 for key in merge.keys}
-        sets["model"] = members[0].config.get("model")  # the merged model has the architecture of those it merges
+        # the merged model has the architecture of those it merges, and is a full model even when they are adapters
+        sets["model"] = base_model(members[0])
         placements.append(Placement(parts=[name_part(group)], sets=sets,
                                     labels={"merged_group": group, "source_models": len(members)},
                                     merges=[member.name for member in members]))
     return placements
 
 
+def check_merged_together(members: list[DraftTrial], where: str) -> None:
+    """Trials merged into one model start from one base and all export full models or all LoRA adapters."""
+    first = members[0]
+    for member in members[1:]:
+        if exports_adapter(member) != exports_adapter(first):
+            adapter, full = (member, first) if exports_adapter(member) else (first, member)
+            raise ConfigError(f"{where}: {adapter.name} exports a LoRA adapter and {full.name} a full model: a merge "
+                              "takes full models or LoRA adapters of one base, not both (model.lora.export_merged: "
+                              "true makes a LoRA trial export a full model)")
+        if merge_origin(member) != merge_origin(first):
+            raise ConfigError(f"{where}: {member.name} and {first.name} start from different models (model, init_from "
+                              "or depends_on): merged models and LoRA adapters must share one base")
+
+
+def base_model(trial: DraftTrial) -> Any:
+    """A trial's `model` setting without its LoRA settings: the model its adapter (if any) was trained on."""
+    model = trial.config.get("model")
+    return {key: value for key, value in model.items() if key != "lora"} if isinstance(model, dict) else model
+
+
+def exports_adapter(trial: DraftTrial) -> bool:
+    """Whether a trial's hf_model/ is a LoRA adapter rather than a full model."""
+    model = trial.config.get("model")
+    lora = model.get("lora") if isinstance(model, dict) else None
+    return isinstance(lora, dict) and not lora.get("export_merged", False)
+
+
 def merge_origin(trial: DraftTrial) -> tuple[Any, ...]:
-    return trial.config.get("model"), trial.config.get("init_from"), trial.depends_on
+    """What a trial's weights start from; adapters of one base may differ in rank and targets."""
+    return base_model(trial), trial.config.get("init_from"), trial.depends_on
 
 
 def selected_trials(selection: TrialSelection, earlier: dict[str, DraftTrial], where: str) -> list[DraftTrial]:

@@ -2,7 +2,8 @@
 
 Each trial's examples, tokens, evaluation items and seconds come from `imlsweep.sweep.estimate` (measured
 on the sweep's built corpus when there is one); GPU-hours = trial seconds x GPUs per trial; checkpoint
-disk = exported models x parameters x bytes per parameter, plus optimizer state while trials run. Once the corpus
+disk = exported models x parameters x bytes per parameter, plus optimizer state while trials run (a LoRA
+trial's: its adapter's parameters, or the whole model's exported when merged). Once the corpus
 is built, the token cache's part: how many of the examples the trials draw it holds already, and its
 size then and when they have run.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,18 @@ def model_params(name: str) -> float | None:
         if re.search(rf"(?<![a-z]){size}(?![a-z])", stem):
             return NAMED_SIZES[size]
     return None
+
+
+def saved_params(config: Any, params: float) -> tuple[float, float]:
+    """(exported, trained) parameters of a trial of a `params` model: what its `hf_model/` holds, and what
+    its checkpoints hold optimizer state of. A LoRA trial trains and exports its adapter alone (the whole
+    model when `export_merged`); where the model's config is not at hand to count the adapter, the whole
+    model stands in."""
+    lora = config.model.lora
+    shape = planned_model(model_key(config.model)) if lora else None
+    if shape is None:
+        return params, params
+    return (params if lora.export_merged else shape.adapter_params), shape.adapter_params
 
 
 def trials_by_label(trials: list[PlannedTrial], label: str, weights: dict[str, float]) -> dict[str, int]:
@@ -118,9 +132,12 @@ def plan_summary(sweep: Sweep, cluster: dict[str, float] | None = None,
         "hf_model_retention": spec.retention.hf_model,
     }
     if params:
-        running = (concurrency or 1) * params * OPTIMIZER_BYTES_PER_PARAM
-        kept = len(trials) * params * OPTIMIZER_BYTES_PER_PARAM if spec.retention.checkpoints == "keep" else 0
-        summary["checkpoint_disk_gb"] = (exported * params * spec.estimate.checkpoint_bytes_per_param + kept) / 1e9
+        saved = [saved_params(trial.config, params) for trial in trials]
+        exported_params = sum(export for (export, _), trial in zip(saved, trials) if trial.config.train.export_hf)
+        running = (concurrency or 1) * max(trained for _, trained in saved) * OPTIMIZER_BYTES_PER_PARAM
+        kept = (sum(trained for _, trained in saved) * OPTIMIZER_BYTES_PER_PARAM
+                if spec.retention.checkpoints == "keep" else 0)
+        summary["checkpoint_disk_gb"] = (exported_params * spec.estimate.checkpoint_bytes_per_param + kept) / 1e9
         summary["peak_running_checkpoint_gb"] = running / 1e9
     summary["memory"] = memory_by_shape(sweep)
     tokens_per_example = summary["train_tokens"] / max(1.0, summary["train_examples"])
@@ -173,20 +190,15 @@ def memory_by_shape(sweep: Sweep) -> list[dict[str, Any]]:
     """Per distinct trial shape (model and the settings memory depends on): its trials, the memory one
     GPU and one node's host need (`imlsweep.train.memory`), and whether that fits `resources`
     (`fits` null when the spec declares neither limit, or the model's config is not at hand)."""
-    from imlsweep.train.memory import model_shape, plan_memory, trial_shape
-    from imlsweep.train.model import architecture_config
+    from imlsweep.train.memory import plan_memory, trial_shape
 
     resources = sweep.spec.resources
     shapes: dict[Any, dict[str, Any]] = {}
-    models: dict[str, Any] = {}
     for trial in sweep.trials:
-        model = trial.config.model
-        key = model.model_dump_json(include={"name", "dropout"})
-        if key not in models:
-            hf_config = architecture_config(model)
-            models[key] = model_shape(hf_config) if hf_config is not None else None
-        shape = trial_shape(trial.config, models[key], resources.gpus_per_node) if models[key] else None
-        entry = shapes.setdefault((key, shape), {"trials": [], "model": model.name, "shape": shape})
+        key = model_key(trial.config.model)
+        model = planned_model(key)
+        shape = trial_shape(trial.config, model, resources.gpus_per_node) if model else None
+        entry = shapes.setdefault((key, shape), {"trials": [], "model": trial.config.model.name, "shape": shape})
         entry["trials"].append(trial.name)
     memory = []
     for (key, shape), entry in shapes.items():
@@ -195,7 +207,7 @@ def memory_by_shape(sweep: Sweep) -> list[dict[str, Any]]:
                            "host_gb_per_node": None, "fits": None,
                            "not_planned": "the model's config.json is not on this machine"})
             continue
-        planned = plan_memory(models[key], shape)
+        planned = plan_memory(planned_model(key), shape)
         gpu_gb = planned.device_gb if shape.gpu else None
         limits = [(gpu_gb, resources.gpu_memory_gb), (planned.host_gb_per_node, resources.host_memory_gb)]
         checked = [need <= limit for need, limit in limits if need is not None and limit is not None]
@@ -208,6 +220,20 @@ def memory_by_shape(sweep: Sweep) -> list[dict[str, Any]]:
                        "gpu_gb": gpu_gb, "host_gb_per_node": planned.host_gb_per_node,
                        "fits": all(checked) if checked else None, "detail": planned.as_dict()})
     return memory
+
+
+def model_key(model: Any) -> str:
+    """What of a `ModelConfig` its memory and saved size depend on, as JSON."""
+    return model.model_dump_json(include={"name", "dropout", "lora"})
+
+
+@lru_cache(maxsize=None)
+def planned_model(key: str) -> Any:
+    """`imlsweep.train.memory.planned_model` of a `model_key`, read once per model of a sweep."""
+    from imlsweep.train.memory import planned_model as shape_of
+    from imlsweep.train.model import ModelConfig
+
+    return shape_of(ModelConfig.model_validate_json(key))
 
 
 def token_cache_coverage(sweep: Sweep, bytes_per_example: float) -> dict[str, Any] | None:

@@ -6,7 +6,8 @@ and the trial's export (hf_model/) is a peft adapter folder: adapter_config.json
 adapter_model.safetensors and the tokenizer. `export_merged` writes the base with the adapter merged in
 instead, a full Hugging Face model. Wherever weights are loaded from a folder (`init_from`, so later
 stages of a sweep; `model.name` in `imlsweep eval run`), an adapter folder is its base with the adapter
-merged in (`imlsweep.train.model.load_model`).
+merged in (`imlsweep.train.model.load_model`). A merge trial reads an adapter's update of each base weight
+(`AdapterUpdates`) tensor by tensor.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,9 @@ from imlsweep.config import StrictModel
 from imlsweep.errors import UserError
 
 ADAPTER_CONFIG = "adapter_config.json"  # peft's name: what marks a folder as an adapter
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# a saved adapter's tensor: the module it adapts (its path in the base model) and the factor
+LORA_TENSOR = re.compile(r"base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.weight")
 TARGETS_KEY = "model.lora.target_modules"
 
 
@@ -65,6 +70,18 @@ def apply_lora(model: Any, lora: LoraConfig) -> Any:
     import peft
 
     return peft.get_peft_model(model, peft_config(lora, model.config))
+
+
+def trained_params(model: Any, lora: LoraConfig) -> int:
+    """Parameters a LoRA trial trains (what DeepSpeed optimizes): the adapters `lora` puts on `model`,
+    every other parameter frozen as `apply_lora` leaves it. `model` gets the adapters in place; built on
+    the meta device it costs no memory."""
+    import peft
+    import torch
+
+    with torch.device("meta"):
+        peft.inject_adapter_in_model(peft_config(lora, model.config), model)
+    return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
 
 
 def adaptable_modules(model: Any) -> list[str]:
@@ -150,3 +167,49 @@ def merged_model(peft_model: Any, state: dict[str, Any]) -> Any:
                                        copy.deepcopy(peft_model.peft_config["default"]))
     skeleton.load_state_dict(state, assign=True)
     return skeleton.merge_and_unload()
+
+
+def is_adapter(folder: Path) -> bool:
+    return (folder / ADAPTER_CONFIG).is_file()
+
+
+class AdapterUpdates:
+    """A LoRA adapter folder's update of each base weight it adapts, computed as peft merges it (lora_alpha / r
+    x B @ A, transposed for fan_in_fan_out layers) and read from the folder one weight at a time."""
+
+    def __init__(self, folder: Path) -> None:
+        from safetensors import safe_open
+
+        self.folder, self.base = folder, adapter_base(str(folder))
+        settings = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        # settings that would scale some updates otherwise (peft's defaults leave them unset)
+        rescaled = [key for key in ("use_rslora", "rank_pattern", "alpha_pattern") if settings.get(key)]
+        if rescaled:
+            raise UserError(f"{folder}: {ADAPTER_CONFIG} sets {rescaled[0]}: merging reads adapters scaled by "
+                            "lora_alpha / r alone")
+        self.scaling = settings["lora_alpha"] / settings["r"]
+        self.transposed = bool(settings.get("fan_in_fan_out"))
+        self.factors: dict[str, dict[str, str]] = {}
+        with safe_open(str(folder / ADAPTER_WEIGHTS), framework="pt") as handle:
+            for key in handle.keys():
+                match = LORA_TENSOR.fullmatch(key)
+                if match is None:
+                    raise UserError(f"{folder}: {ADAPTER_WEIGHTS} holds {key}, not a LoRA factor (lora_A / lora_B "
+                                    "weight of a layer): merging reads plain LoRA adapters")
+                self.factors.setdefault(f"{match['module']}.weight", {})[match["factor"]] = key
+
+    def adapted(self) -> set[str]:
+        """The base weights the adapter updates."""
+        return set(self.factors)
+
+    def update(self, name: str) -> Any:
+        """The float32 update of base weight `name`, or None where the adapter leaves it as it is."""
+        from safetensors import safe_open
+
+        factors = self.factors.get(name)
+        if factors is None:
+            return None
+        with safe_open(str(self.folder / ADAPTER_WEIGHTS), framework="pt") as handle:
+            a, b = (handle.get_tensor(factors[factor]).float() for factor in "AB")
+        update = (b @ a) * self.scaling
+        return update.T if self.transposed else update
