@@ -112,6 +112,9 @@ def test_memory_plan_per_gpu_and_per_node():
     assert plan.device_gb == pytest.approx((states + bucket + activation_bytes(MODEL, TRIAL)) / GIB + 2.5)
     # every worker loads the whole model on the host (bf16 checkpoint here) before DeepSpeed takes it
     assert plan.host_gb_per_worker == pytest.approx(0.5 + MODEL.params * 2 / GIB)
+    # under ZeRO-3 each worker builds only its partition (no optimizer offloaded here: nothing else on the host)
+    assert plan_memory(MODEL, with_settings(zero_stage=3)).host_gb_per_worker == \
+        pytest.approx(0.5 + MODEL.params * 2 / 16 / GIB)
     assert plan.host_gb_per_node == pytest.approx(8 * plan.host_gb_per_worker)
     cpu = plan_memory(MODEL, with_settings(gpu=False))
     assert cpu.host_gb_per_worker == cpu.device_gb > plan.device_gb - 2.5

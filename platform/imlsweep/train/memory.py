@@ -51,8 +51,10 @@ cross-entropy keeps and the gradient flowing back. Encoder-decoder models: encod
 source, decoder layers over the target plus a cross-attention block (the source's keys and values).
 
 Host memory per node: each worker's process (Python, PyTorch, DeepSpeed, Ray), plus what the worker
-holds on the host: the whole model as it is loaded (every worker builds it before DeepSpeed partitions
-it; in the checkpoint's dtype), or the offloaded states once training runs, whichever is larger.
+holds on the host: the model as it is loaded, in the checkpoint's dtype (under ZeRO 0-2 the whole model,
+which every worker builds before DeepSpeed partitions it; under ZeRO-3 its partition alone, Ψ/N, as
+`imlsweep.train.partition` builds the model split over the workers), or the offloaded states once
+training runs, whichever is larger.
 """
 
 from __future__ import annotations
@@ -223,7 +225,7 @@ def plan_memory(model: ModelShape, trial: TrialShape) -> MemoryPlan:
     buffers_device, buffers_host = buffer_bytes(model, trial)
     on_device, offloaded = on_device + buffers_device, offloaded + buffers_host
     activations = activation_bytes(model, trial)
-    load = model.params * model.load_bytes
+    load = model.params * model.load_bytes / (trial.workers if trial.zero_stage == 3 else 1)  # ZeRO-3: partitioned
     if trial.gpu:
         device_gb = (on_device + activations) / GIB + GPU_RUNTIME_GB
         host_worker = HOST_RUNTIME_GB + max(load, offloaded) / GIB
