@@ -40,5 +40,6 @@ def test_checkpointed_loss_and_gradients_equal_plain_ones(name):
     loss, grads = loss_and_gradients(name, batch, checkpointed=True)
     assert torch.equal(loss, plain_loss)
     assert grads.keys() == plain_grads.keys() and len(grads) > 10
-    for key, grad in grads.items():
-        assert torch.allclose(grad, plain_grads[key], rtol=1e-5, atol=1e-7), key
+    for key, grad in grads.items():  # equal up to float32 rounding of the recomputed layers, at each tensor's scale
+        plain = plain_grads[key]
+        assert torch.allclose(grad, plain, rtol=1e-5, atol=1e-5 * float(plain.abs().max())), key

@@ -60,9 +60,11 @@ def target_modules(lora: LoraConfig, model_type: str) -> list[str]:
 def peft_config(lora: LoraConfig, hf_config: Any) -> Any:
     import peft
 
+    # No task type for encoder-decoders: peft's SEQ_2_SEQ_LM wrapper reads a generation hook that
+    # transformers 5 no longer has; the plain PeftModel trains and generates through the model itself.
     return peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                            target_modules=target_modules(lora, hf_config.model_type),
-                           task_type="SEQ_2_SEQ_LM" if hf_config.is_encoder_decoder else "CAUSAL_LM")
+                           task_type=None if hf_config.is_encoder_decoder else "CAUSAL_LM")
 
 
 def apply_lora(model: Any, lora: LoraConfig) -> Any:
