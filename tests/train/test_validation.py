@@ -16,7 +16,6 @@ file is read while it trains, `forgets`'s run goes on across the worker restart.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -28,8 +27,7 @@ from imlsweep.train.config import TrialConfig
 from imlsweep.train.trial import run_trial
 from imlsweep.trial_dir import TrialDir
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "sweep"))
-from wandb_files import offline_runs  # noqa: E402
+from wandb_files import offline_runs
 
 KNOWN = ["task391_causal_relationship", "task828_copa_commonsense_cause_effect", "task050_multirc_answerability",
          "task1390_wscfixed_coreference", "task190_snli_classification"]  # labels OTHER's are not
@@ -83,7 +81,7 @@ def trials(ray_local, sample_corpus, tmp_path_factory):
         knows = run_trial(knows_config, str(storage), in_process=True, on_report=on_report)
         live.finish({"train_tokens": knows.train_tokens}, TrialDir(knows.trial_dir).task_metrics())
     forgets_config = config(sample_corpus, "forgets", OTHER,
-                            {"lr": 3e-3, "max_steps": 5, "log_every": 1, "checkpoint_every": 2, "keep": "best",
+                            {"lr": 4e-3, "max_steps": 5, "log_every": 1, "checkpoint_every": 2, "keep": "best",
                              "num_to_keep": 1, "fail_at_step": 3}, eval=EVAL, init_from=knows.hf_model_dir)
     with live_run(storage, forgets_config) as live:
         forgets = run_trial(forgets_config, str(storage))
