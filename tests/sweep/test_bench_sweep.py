@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -25,7 +26,8 @@ def test_overhead_per_trial_counts_every_slot_for_the_whole_run():
 
 
 @pytest.mark.slow  # a sweep and its baseline, in subprocesses
-def test_bench_sweep_quick_prints_json(tmp_path):
+def test_bench_sweep_quick_prints_json(tmp_path, sample_corpus):
+    shutil.copytree(sample_corpus, tmp_path / "corpus")  # the bench builds this same corpus where it finds none
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
     completed = subprocess.run([sys.executable, "-m", "imlsweep.cli", "bench", "sweep", "--quick", "--json",
