@@ -281,16 +281,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def measure_all(args: argparse.Namespace, corpus_dir: Path, tasks: int, total: int, max_length: int) -> dict[str, Any]:
-    """The pipeline and the bare tokenizer, alternated `--repeat` times (the fastest of each counts), then
-    the baseline, on the synthetic corpus."""
+def stream_plan(args: argparse.Namespace, corpus_dir: Path, total: int, max_length: int) -> tuple[Any, Any]:
+    """(mixture, plan) of the measured stream: `total` examples of the synthetic corpus under the `--eps` cap."""
     from imlsweep.data.mixture import MixtureConfig
     from imlsweep.data.plan import plan_mixture
     from imlsweep.data.stream import open_corpus
-    from imlsweep.data.tokenizer import cached_tokenizer
 
     mixture = MixtureConfig(eps=args.eps, total_examples=total, max_length=max_length, seed=args.seed)
-    plan = plan_mixture(mixture, open_corpus(str(corpus_dir)).manifest)
+    return mixture, plan_mixture(mixture, open_corpus(str(corpus_dir)).manifest)
+
+
+def measure_all(args: argparse.Namespace, corpus_dir: Path, tasks: int, total: int, max_length: int) -> dict[str, Any]:
+    """The pipeline and the bare tokenizer, alternated `--repeat` times (the fastest of each counts), on the
+    synthetic corpus."""
+    from imlsweep.data.tokenizer import cached_tokenizer
+
+    mixture, plan = stream_plan(args, corpus_dir, total, max_length)
     tokenizer = cached_tokenizer(args.tokenizer)
     texts = rendered_texts(plan, mixture, corpus_dir, tokenizer)
     pipeline_runs, bare_runs = [], []
@@ -317,13 +323,9 @@ def measure_all(args: argparse.Namespace, corpus_dir: Path, tasks: int, total: i
 def measure_baseline_figures(args: argparse.Namespace, corpus_dir: Path, total: int, max_length: int,
                              pipeline_tokens_per_s: float) -> dict[str, Any]:
     """The Hugging Face datasets baseline on the same mixture, against the pipeline's tokens/s."""
-    from imlsweep.data.mixture import MixtureConfig
-    from imlsweep.data.plan import plan_mixture
-    from imlsweep.data.stream import open_corpus
     from imlsweep.data.tokenizer import cached_tokenizer
 
-    mixture = MixtureConfig(eps=args.eps, total_examples=total, max_length=max_length, seed=args.seed)
-    plan = plan_mixture(mixture, open_corpus(str(corpus_dir)).manifest)
+    mixture, plan = stream_plan(args, corpus_dir, total, max_length)
     log("baseline: Hugging Face datasets map + interleave_datasets + greedy packing")
     baseline = measure_baseline(plan, mixture, corpus_dir, cached_tokenizer(args.tokenizer))
     tokens_per_s = baseline["tokens"] / baseline["seconds"]
