@@ -68,21 +68,28 @@ def test_same_seed_same_stream_whatever_the_segments(packed_rows, sample_corpus)
     assert len(resumed) == len(full) - 3 > 0 and all((a == b).all() for a, b in zip(resumed, full[3:]))
 
 
-def test_segments_hold_their_windows_only():
-    """A long stream is cut into segments of a bounded number of windows; together they hold every draw."""
-    from imlsweep.data.pipeline import segment_items
+def test_windows_ramp_up_and_segments_hold_their_windows_only():
+    """The stream's windows ramp up to the window size; a long stream is cut into segments of a bounded
+    number of windows (each ramp window alone); together they hold every draw."""
+    from imlsweep.data.pipeline import segment_items, segment_starts, window_starts
 
     rng = np.random.default_rng(0)
-    total, segment_size = 10_000, 3 * 64
+    total, window = 10_000, 64
+    windows = window_starts(total, window)
+    assert windows[:6].tolist() == [0, 4, 12, 28, 60, 124] and set(np.diff(windows)[4:]) == {window}
+    assert window_starts(20, window).tolist() == [0, 4, 12] and window_starts(10**6, 4)[:3].tolist() == [0, 1, 2]
     sources = rng.integers(0, 7, total)
     items = [{"source": s, "positions": rng.integers(0, 50, (sources == s).sum()),
               "orders": rng.permutation(np.flatnonzero(sources == s))} for s in range(7)]
-    segments = segment_items(items, total, segment_size)
-    assert len(segments) == -(-total // segment_size)
+    starts = segment_starts(windows, 3)
+    assert starts[:6].tolist() == [0, 4, 12, 28, 60, 252] and np.diff(starts)[4:].max() == 3 * window
+    segments = segment_items(items, starts)
+    assert len(segments) == len(starts)
     drawn = set()
     for number, segment in enumerate(segments):
         orders = segment["orders"]
-        assert orders.min() >= number * segment_size and orders.max() < (number + 1) * segment_size
+        end = starts[number + 1] if number + 1 < len(starts) else total
+        assert orders.min() >= starts[number] and orders.max() < end
         for source, start, end in zip(segment["source"], segment["bounds"][:-1], segment["bounds"][1:]):
             item = items[source]
             at = {int(o): int(p) for o, p in zip(item["orders"], item["positions"])}

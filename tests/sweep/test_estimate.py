@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pytest
 
 from imlsweep.corpus.store import Corpus
-from imlsweep.data.pipeline import PACK_WINDOW, tokenize_sources
+from imlsweep.data.pipeline import PACK_WINDOW, tokenize_sources, window_starts
 from imlsweep.data.plan import plan_mixture
 from imlsweep.data.stream import source_items
 from imlsweep.data.token_cache import default_location
@@ -33,7 +33,8 @@ def pipeline_tokens(config, corpus_dir) -> int:
     for item in source_items(plan, config.mixture):
         batch = {key: [value] for key, value in item.items()}
         table = tokenize_sources(batch, plan=plan, mixture=config.mixture, corpus_dir=str(corpus_dir),
-                                 tokenizer_name=config.model.tokenizer_name, model_kind="causal", window=PACK_WINDOW,
+                                 tokenizer_name=config.model.tokenizer_name, model_kind="causal",
+                                 window_starts=window_starts(plan.total_examples, PACK_WINDOW),
                                  cache=default_location(str(corpus_dir)))
         total += int(pc.sum(pc.list_value_length(table["input_ids"])).as_py())
     return total

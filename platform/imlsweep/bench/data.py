@@ -14,11 +14,12 @@ in one run:
 Tokens/s count non-padding tokens. The pipeline and the tokenizer run alternately `--repeat` times
 and the fastest run of each counts (the first pipeline run also starts the Ray workers). Every
 pipeline run is a first trial: it starts from an empty token cache. Peak RSS sums this process and its
-children (the local Ray workers) while the pipeline runs.
+children (the local Ray workers) while the pipeline runs; peak PSS sums the same processes' proportional
+set sizes, which count a page of Ray's object store once rather than once per process mapping it.
 
 Then, at scale and with the cache:
 
-- scaling: a first trial at each of `--scaling` stream lengths: peak RSS, seconds to the first packed
+- scaling: a first trial at each of `--scaling` stream lengths: peak RSS and PSS, seconds to the first packed
   row and to the last, tokens/s;
 - cached_speedup: the first trial's data time over a second trial's with the same tasks, whose tokens
   the first left in the cache;
@@ -134,34 +135,41 @@ def write_synthetic_corpus(out: Path, tasks: int, max_task_size: int, seed: int)
 
 
 class PeakRss:
-    """Samples the RSS of a process (this one by default) plus its children (local Ray workers) in a thread."""
+    """Samples the RSS of a process (this one by default) plus its children (local Ray workers) in a thread.
+    `peak` sums their RSS, which counts a shared page (Ray's object store) once in every process that
+    maps it; `peak_pss` sums their proportional set sizes, which count it once in all."""
 
     def __init__(self, interval_s: float = 0.2, pid: int | None = None):
         self.interval_s = interval_s
         self.pid = pid
-        self.peak = 0
+        self.peak = self.peak_pss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _sample(self) -> int:
+    def _sample(self) -> tuple[int, int]:
         import psutil
 
         try:
             root = psutil.Process(self.pid)
-            total = root.memory_info().rss
-            children = root.children(recursive=True)
+            processes = [root, *root.children(recursive=True)]
         except psutil.Error:  # it has exited
-            return 0
-        for child in children:
+            return 0, 0
+        rss = pss = 0
+        for process in processes:
             try:
-                total += child.memory_info().rss
+                memory = process.memory_full_info()
             except psutil.Error:
-                pass
-        return total
+                continue
+            rss, pss = rss + memory.rss, pss + memory.pss
+        return rss, pss
+
+    def _update(self) -> None:
+        rss, pss = self._sample()
+        self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
+            self._update()
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> PeakRss:
@@ -171,7 +179,7 @@ class PeakRss:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._sample())
+        self._update()
 
 
 def measure_pipeline(mixture, corpus_dir: Path, tokenizer_name: str, token_cache: Path) -> dict:
@@ -188,7 +196,7 @@ def measure_pipeline(mixture, corpus_dir: Path, tokenizer_name: str, token_cache
             slots += batch["document_ids"].numel()
     seconds = time.perf_counter() - start
     return {"tokens": tokens, "seconds": seconds, "first_row_s": first_row_s, "efficiency": tokens / slots,
-            "peak_rss": memory.peak}
+            "peak_rss": memory.peak, "peak_pss": memory.peak_pss}
 
 
 def fresh_cache(scratch: Path) -> Path:
@@ -347,7 +355,8 @@ def measure_cache(args: argparse.Namespace, corpus_dir: Path, total: int, max_le
     for examples in scaling:
         log(f"scaling: a first trial of {examples} examples")
         run = measure_pipeline(mixture(examples), corpus_dir, args.tokenizer, fresh_cache(scratch))
-        rows.append({"examples": examples, "peak_rss_mb": run["peak_rss"] / 2**20, "first_row_s": run["first_row_s"],
+        rows.append({"examples": examples, "peak_rss_mb": run["peak_rss"] / 2**20,
+                     "peak_pss_mb": run["peak_pss"] / 2**20, "first_row_s": run["first_row_s"],
                      "total_s": run["seconds"], "tokens_per_s": run["tokens"] / run["seconds"]})
     log(f"cache: a first trial of {total} examples, then a second on its cache")
     shared = fresh_cache(scratch)
@@ -367,5 +376,6 @@ def measure_cache(args: argparse.Namespace, corpus_dir: Path, total: int, max_le
               "sweep_cached_speedup": uncached / cached}
     if len(rows) > 1:
         result["peak_rss_largest_vs_smallest"] = rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
+        result["peak_pss_largest_vs_smallest"] = rows[-1]["peak_pss_mb"] / rows[0]["peak_pss_mb"]
         result["first_row_vs_total_largest"] = rows[-1]["first_row_s"] / rows[-1]["total_s"]
     return result

@@ -1,15 +1,19 @@
 """The training stream on Ray Data: corpus + mixture -> packed rows (decoder-only), packed pairs of rows
 (seq2seq with `pack_seq2seq`) or token pairs (seq2seq).
 
-    plan (driver, manifest only) -> the stream cut into segments of SEGMENT_WINDOWS windows of stream
-    positions; one work item per segment: each source's drawn pool positions landing in it
-    -> map_batches, one segment per task: read its tasks, render, tokenize (shared parts once per task),
-       then decoder-only: pack each window;  seq2seq: pack each window's pairs, or the pairs in stream order
+    plan (driver, manifest only) -> the stream cut into packing windows of stream positions (a ramp of
+    small ones first, then PACK_WINDOW each) and into segments (each ramp window alone, so that the
+    first rows leave early; then SEGMENT_WINDOWS windows each); one work item per segment: each
+    source's drawn pool positions landing in it
+    -> map_batches, one segment per task: its tasks' tokens from the token cache (the positions it
+       lacks read, rendered and tokenized, shared parts once per task), then decoder-only: pack each
+       window;  seq2seq: pack each window's pairs, or the pairs in stream order; the rows handed on,
+       then the cache entries written
     -> handed on in segment order (preserve_order)
 
 No step needs the whole stream: a segment's packed rows leave as soon as its examples are tokenized,
 and the memory held is that of the segments in flight (a few per CPU), whatever the stream's length.
-The price is that each segment reads and renders again the tasks it draws from.
+The price is that each segment opens again the cache entries (or the task files) it draws from.
 
 Every random choice comes from the mixture's seed, and packing works on fixed windows of stream
 positions, so the rows and their order depend neither on the segment size nor on how Ray schedules the
@@ -43,6 +47,9 @@ if TYPE_CHECKING:
 
 ModelKind = Literal["causal", "seq2seq"]
 PACK_WINDOW = 8192  # stream positions packed together (slots filled: 0.998 at 2048, 0.999 at 8192)
+# The first windows are PACK_WINDOW/16, /8, /4, /2 positions: the first packed rows wait for a window
+# drawn from a few hundred tasks, not from every task of the corpus.
+RAMP_WINDOWS = 4
 SEGMENT_WINDOWS = 4  # windows per work item: larger reads each task fewer times and holds more in flight
 SEQ2SEQ_COLUMNS = ("input_ids", "labels")
 
@@ -53,9 +60,10 @@ def check_model_kind(model_kind: str) -> None:
 
 
 def tokenize_sources(batch: dict[str, np.ndarray], *, plan: MixturePlan, mixture: MixtureConfig, corpus_dir: str,
-                     tokenizer_name: str, model_kind: ModelKind, window: int, cache: str) -> pa.Table:
-    """map_batches body: the tokens of every draw of the sources in `batch` (a corpus task's through the
-    token cache at `cache`)."""
+                     tokenizer_name: str, model_kind: ModelKind, window_starts: np.ndarray, cache: str,
+                     deferred: list[Callable[[], None]] | None = None) -> pa.Table:
+    """The tokens of every draw of the sources in `batch` (a corpus task's through the token cache at
+    `cache`; with `deferred`, the cache writes are left there for the caller)."""
     from imlsweep.data.tokenizer import cached_tokenizer
 
     eos = cached_tokenizer(tokenizer_name).eos_token_id
@@ -65,11 +73,13 @@ def tokenize_sources(batch: dict[str, np.ndarray], *, plan: MixturePlan, mixture
         if is_text_addon(source):
             sources, targets = text_tokens(source, positions, mixture, tokenizer_name)
         else:
-            sources, targets = cached_task_tokens(source, positions, mixture, corpus_dir, tokenizer_name, cache)
+            sources, targets = cached_task_tokens(source, positions, mixture, corpus_dir, tokenizer_name, cache,
+                                                  deferred)
         columns = (causal_columns(sources, targets, eos, mixture, source.loss == "sequence")
                    if model_kind == "causal" else seq2seq_columns(sources, targets, eos, mixture))
         orders = np.asarray(orders, dtype=np.int64)
-        tables.append(pa.table({"order": orders, "window": orders // window, **columns}))
+        windows = np.searchsorted(window_starts, orders, side="right") - 1
+        tables.append(pa.table({"order": orders, "window": windows, **columns}))
     return pa.concat_tables(tables)
 
 
@@ -99,9 +109,9 @@ def seq2seq_columns(sources: Sequence[Sequence[int]], targets: Sequence[Sequence
             "labels": pa.array(target_ids, type=pa.list_(pa.int64()))}
 
 
-def pack_window(table: pa.Table, *, max_len: int, pad_id: int, window: int, seed: int) -> pa.Table:
+def pack_window(table: pa.Table, *, max_len: int, pad_id: int, seed: int) -> pa.Table:
     """The examples of one window, in stream order, packed into compact rows (shuffled with the seed and
-    the window's number)."""
+    the window's number; numbered from the window's first stream position)."""
     from ray.data.extensions import ArrowTensorArray
 
     from imlsweep.data.seeding import keyed_np_rng
@@ -110,24 +120,23 @@ def pack_window(table: pa.Table, *, max_len: int, pad_id: int, window: int, seed
     offsets = ids.offsets.to_numpy()
     examples = TokenizedExamples(values=ids.flatten().to_numpy(), offsets=offsets - offsets[0],
                                  loss_starts=table.column("loss_start").to_numpy())
-    number = int(table.column("window")[0].as_py())
+    number, start = int(table.column("window")[0].as_py()), int(table.column("order")[0].as_py())
     rows = pack_rows(examples, max_len, pad_id, keyed_np_rng(seed, "packed_rows", number))
     return pa.table({
         "input_ids": ArrowTensorArray.from_numpy(rows["input_ids"]),
         "document_lengths": pa.array(rows["document_lengths"], type=pa.list_(pa.int32())),
         "loss_starts": pa.array(rows["loss_starts"], type=pa.list_(pa.int32())),
-        "packed_index": number * window + np.arange(len(rows["input_ids"]), dtype=np.int64)})
+        "packed_index": start + np.arange(len(rows["input_ids"]), dtype=np.int64)})
 
 
-def pack_pair_window(table: pa.Table, *, max_source: int, max_target: int, pad_id: int, window: int,
-                     seed: int) -> pa.Table:
+def pack_pair_window(table: pa.Table, *, max_source: int, max_target: int, pad_id: int, seed: int) -> pa.Table:
     """The (source, target) pairs of one window, in stream order, packed into compact encoder-decoder
-    rows (shuffled with the seed and the window's number)."""
+    rows (shuffled with the seed and the window's number; numbered from the window's first position)."""
     from ray.data.extensions import ArrowTensorArray
 
     from imlsweep.data.seeding import keyed_np_rng
 
-    number = int(table.column("window")[0].as_py())
+    number, start = int(table.column("window")[0].as_py()), int(table.column("order")[0].as_py())
     rows = pack_seq2seq_rows(table.column("input_ids").to_numpy(zero_copy_only=False),
                              table.column("labels").to_numpy(zero_copy_only=False), max_source, max_target, pad_id,
                              keyed_np_rng(seed, "packed_rows", number))
@@ -136,19 +145,33 @@ def pack_pair_window(table: pa.Table, *, max_source: int, max_target: int, pad_i
         "labels": ArrowTensorArray.from_numpy(rows["labels"]),
         "source_lengths": pa.array(rows["source_lengths"], type=pa.list_(pa.int32())),
         "target_lengths": pa.array(rows["target_lengths"], type=pa.list_(pa.int32())),
-        "packed_index": number * window + np.arange(len(rows["input_ids"]), dtype=np.int64)})
+        "packed_index": start + np.arange(len(rows["input_ids"]), dtype=np.int64)})
 
 
-def segment_items(items: list[dict[str, Any]], total_examples: int, segment_size: int) -> list[dict[str, Any]]:
-    """The per-source work items cut at every `segment_size` stream positions: one item per segment,
+def window_starts(total_examples: int, window: int) -> np.ndarray:
+    """Where each packing window begins in the stream: RAMP_WINDOWS windows doubling up to `window`,
+    then `window` positions each. A function of the config alone, like the rows packed in them."""
+    ramp = np.cumsum([0] + [max(1, window >> (RAMP_WINDOWS - i)) for i in range(RAMP_WINDOWS)])
+    starts = np.unique(np.concatenate([ramp[:-1], np.arange(ramp[-1], total_examples, window)]))
+    return starts[starts < total_examples].astype(np.int64)
+
+
+def segment_starts(windows: np.ndarray, segment_windows: int) -> np.ndarray:
+    """Where each segment begins in the stream: each window of the ramp is a segment of its own, so the
+    first rows wait for a few small windows (a consumer prefetching a block ahead waits for the second
+    segment too); then `segment_windows` windows each."""
+    return np.concatenate([windows[:RAMP_WINDOWS], windows[RAMP_WINDOWS::segment_windows]]).astype(np.int64)
+
+
+def segment_items(items: list[dict[str, Any]], starts: np.ndarray) -> list[dict[str, Any]]:
+    """The per-source work items cut at the segment `starts` (stream positions): one item per segment,
     holding the sources with draws in it (`bounds` delimit each source's share of the flat `positions`
     and `orders`). Pure: the rows of a segment do not depend on how the others are cut."""
-    segments = -(-total_examples // segment_size)
-    parts: list[list[tuple[int, np.ndarray, np.ndarray]]] = [[] for _ in range(segments)]
+    parts: list[list[tuple[int, np.ndarray, np.ndarray]]] = [[] for _ in starts]
     for item in items:
         order = np.argsort(item["orders"], kind="stable")
         positions, orders = item["positions"][order], item["orders"][order]
-        cuts = np.searchsorted(orders, np.arange(1, segments) * segment_size)
+        cuts = np.searchsorted(orders, starts[1:])
         for segment, (p, o) in enumerate(zip(np.split(positions, cuts), np.split(orders, cuts))):
             if len(o):
                 parts[segment].append((item["source"], p, o))
@@ -160,30 +183,36 @@ def segment_items(items: list[dict[str, Any]], total_examples: int, segment_size
             for segment, part in enumerate(parts)]
 
 
-def segment_rows(batch: dict[str, np.ndarray], *, pack: dict[str, int] | None, **tokenize: Any) -> pa.Table:
+def segment_rows(batch: dict[str, np.ndarray], *, pack: dict[str, int] | None, **tokenize: Any) -> Iterator[pa.Table]:
     """map_batches body, one segment: its examples tokenized, then (`pack` given) each of its windows
-    packed (decoder-only rows, or encoder-decoder pairs), or (seq2seq unpacked) the pairs in stream order."""
-    tables = []
+    packed (decoder-only rows, or encoder-decoder pairs), or (seq2seq unpacked) the pairs in stream order.
+    The rows are yielded before the token cache entries are written, so the trainer need not wait for
+    the writes."""
+    tables, deferred = [], []
     for sources, bounds, positions, orders in zip(batch["source"], batch["bounds"], batch["positions"],
                                                   batch["orders"]):
         spans = list(zip(bounds[:-1], bounds[1:]))
         tables.append(tokenize_sources({"source": sources, "positions": [positions[a:b] for a, b in spans],
-                                        "orders": [orders[a:b] for a, b in spans]}, **tokenize))
+                                        "orders": [orders[a:b] for a, b in spans]}, deferred=deferred, **tokenize))
     examples = pa.concat_tables(tables).sort_by("order")
     if pack is None:
-        return examples.select(["order", *SEQ2SEQ_COLUMNS])
-    windows = examples.column("window").to_numpy()
-    starts = np.flatnonzero(np.diff(windows, prepend=-1))
-    pack_one = pack_window if tokenize["model_kind"] == "causal" else pack_pair_window
-    return pa.concat_tables([pack_one(examples.slice(start, end - start), **pack)
-                             for start, end in zip(starts, [*starts[1:], len(windows)])])
+        yield examples.select(["order", *SEQ2SEQ_COLUMNS])
+    else:
+        windows = examples.column("window").to_numpy()
+        starts = np.flatnonzero(np.diff(windows, prepend=-1))
+        pack_one = pack_window if tokenize["model_kind"] == "causal" else pack_pair_window
+        yield pa.concat_tables([pack_one(examples.slice(start, end - start), **pack)
+                                for start, end in zip(starts, [*starts[1:], len(windows)])])
+    for write in deferred:
+        write()
 
 
 def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name: str, model_kind: ModelKind, *,
                         plan: MixturePlan | None = None, window: int = PACK_WINDOW,
                         segment_windows: int = SEGMENT_WINDOWS, token_cache: str | None = None) -> ray.data.Dataset:
     """The trial's training stream as a Ray Dataset (needs a running Ray), streamed segment by segment.
-    `window`: stream positions packed together (larger packs tighter). `segment_windows`: windows per
+    `window`: stream positions packed together once the ramp of smaller first windows is past (larger
+    packs tighter; `window_starts`). `segment_windows`: windows per
     work item; it changes how the work is split and how much is in flight, never the rows or their order.
     `token_cache`: where tokenized tasks are cached (default: beside the corpus).
 
@@ -203,10 +232,11 @@ def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name:
     from imlsweep.data.tokenizer import cached_tokenizer
 
     pad_id = cached_tokenizer(tokenizer_name).pad_token_id  # fails early, on the driver, for a bad name
-    segments = segment_items(source_items(plan, mixture), plan.total_examples, window * segment_windows)
+    windows = window_starts(plan.total_examples, window)
+    segments = segment_items(source_items(plan, mixture), segment_starts(windows, segment_windows))
     dataset = ray.data.from_items(segments, override_num_blocks=len(segments))  # one segment per block
     dataset.context.execution_options.preserve_order = True
-    pack: dict[str, int] | None = {"pad_id": pad_id, "window": window, "seed": mixture.seed}
+    pack: dict[str, int] | None = {"pad_id": pad_id, "seed": mixture.seed}
     if model_kind == "causal":
         pack["max_len"] = mixture.max_length
     elif mixture.pack_seq2seq:
@@ -216,7 +246,7 @@ def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name:
     return dataset.map_batches(
         segment_rows, batch_size=1, batch_format="numpy",
         fn_kwargs={"pack": pack, "plan": plan, "mixture": mixture, "corpus_dir": corpus_dir,
-                   "tokenizer_name": tokenizer_name, "model_kind": model_kind, "window": window,
+                   "tokenizer_name": tokenizer_name, "model_kind": model_kind, "window_starts": windows,
                    "cache": cache_location(token_cache, corpus_dir)})
 
 
