@@ -140,6 +140,23 @@ def test_a_damaged_entry_is_rebuilt_not_read(sample_corpus, tmp_path, damage):
     assert token_cache.read_entry(str(entry), key) is not None
 
 
+def test_a_write_keeps_the_rows_another_writer_added_meanwhile(sample_corpus, tmp_path):
+    """Two trials that read an entry before either wrote it both add their rows: the second write
+    merges with the file as it is then, so neither's rows are lost."""
+    source, positions = task_items(MIXTURE, sample_corpus)[0]
+    distinct = sorted(set(map(int, positions)))
+    assert len(distinct) >= 2
+    key = token_cache.source_key(source.source_id, MIXTURE, str(sample_corpus), "tiny")
+    uri = token_cache.entry_uri(str(tmp_path), key)
+    first, second = (token_cache.tokenize_rows(source, part, MIXTURE, str(sample_corpus), "tiny")
+                     for part in (distinct[::2], distinct[1::2]))
+    token_cache.add_rows(uri, key, source.source_id, first)
+    token_cache.add_rows(uri, key, source.source_id, second)
+    entry = token_cache.read_entry(uri, key)
+    assert entry.column("position").to_pylist() == distinct
+    assert entry.num_rows == len(distinct) and entry.equals(token_cache.merged(first, second))
+
+
 def build_entry(args):
     source, positions, corpus, location = args
     cached(source, positions, corpus, location)
@@ -178,7 +195,7 @@ def test_coverage_and_prune(sample_corpus, tmp_path):
     assert half["bytes"] == sum(p.stat().st_size for p in entry_files(tmp_path))
 
     entries = entry_files(tmp_path)
-    stale = entries[0].parent / ".x.parquet.0123.tmp"
+    stale = entries[0].parent / ".x.arrow.0123.tmp"
     stale.write_bytes(b"partial")
     os.utime(stale, (0, 0))
     entries[1].write_bytes(b"damaged")

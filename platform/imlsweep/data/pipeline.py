@@ -6,9 +6,8 @@
     first rows leave early; then SEGMENT_WINDOWS windows each); one work item per segment: each
     source's drawn pool positions landing in it
     -> map_batches, one segment per task: its tasks' tokens from the token cache (the positions it
-       lacks read, rendered and tokenized, shared parts once per task), then decoder-only: pack each
-       window;  seq2seq: pack each window's pairs, or the pairs in stream order; the rows handed on,
-       then the cache entries written
+       lacks read, rendered, tokenized and added to the cache, shared parts once per task), then
+       decoder-only: pack each window;  seq2seq: pack each window's pairs, or the pairs in stream order
     -> handed on in segment order (preserve_order)
 
 No step needs the whole stream: a segment's packed rows leave as soon as its examples are tokenized,
@@ -60,10 +59,9 @@ def check_model_kind(model_kind: str) -> None:
 
 
 def tokenize_sources(batch: dict[str, np.ndarray], *, plan: MixturePlan, mixture: MixtureConfig, corpus_dir: str,
-                     tokenizer_name: str, model_kind: ModelKind, window_starts: np.ndarray, cache: str,
-                     deferred: list[Callable[[], None]] | None = None) -> pa.Table:
+                     tokenizer_name: str, model_kind: ModelKind, window_starts: np.ndarray, cache: str) -> pa.Table:
     """The tokens of every draw of the sources in `batch` (a corpus task's through the token cache at
-    `cache`; with `deferred`, the cache writes are left there for the caller)."""
+    `cache`), each with its stream position (`order`) and packing window."""
     from imlsweep.data.tokenizer import cached_tokenizer
 
     eos = cached_tokenizer(tokenizer_name).eos_token_id
@@ -73,8 +71,7 @@ def tokenize_sources(batch: dict[str, np.ndarray], *, plan: MixturePlan, mixture
         if is_text_addon(source):
             sources, targets = text_tokens(source, positions, mixture, tokenizer_name)
         else:
-            sources, targets = cached_task_tokens(source, positions, mixture, corpus_dir, tokenizer_name, cache,
-                                                  deferred)
+            sources, targets = cached_task_tokens(source, positions, mixture, corpus_dir, tokenizer_name, cache)
         columns = (causal_columns(sources, targets, eos, mixture, source.loss == "sequence")
                    if model_kind == "causal" else seq2seq_columns(sources, targets, eos, mixture))
         orders = np.asarray(orders, dtype=np.int64)
@@ -183,28 +180,23 @@ def segment_items(items: list[dict[str, Any]], starts: np.ndarray) -> list[dict[
             for segment, part in enumerate(parts)]
 
 
-def segment_rows(batch: dict[str, np.ndarray], *, pack: dict[str, int] | None, **tokenize: Any) -> Iterator[pa.Table]:
+def segment_rows(batch: dict[str, np.ndarray], *, pack: dict[str, int] | None, **tokenize: Any) -> pa.Table:
     """map_batches body, one segment: its examples tokenized, then (`pack` given) each of its windows
-    packed (decoder-only rows, or encoder-decoder pairs), or (seq2seq unpacked) the pairs in stream order.
-    The rows are yielded before the token cache entries are written, so the trainer need not wait for
-    the writes."""
-    tables, deferred = [], []
+    packed (decoder-only rows, or encoder-decoder pairs), or (seq2seq unpacked) the pairs in stream order."""
+    tables = []
     for sources, bounds, positions, orders in zip(batch["source"], batch["bounds"], batch["positions"],
                                                   batch["orders"]):
         spans = list(zip(bounds[:-1], bounds[1:]))
         tables.append(tokenize_sources({"source": sources, "positions": [positions[a:b] for a, b in spans],
-                                        "orders": [orders[a:b] for a, b in spans]}, deferred=deferred, **tokenize))
+                                        "orders": [orders[a:b] for a, b in spans]}, **tokenize))
     examples = pa.concat_tables(tables).sort_by("order")
     if pack is None:
-        yield examples.select(["order", *SEQ2SEQ_COLUMNS])
-    else:
-        windows = examples.column("window").to_numpy()
-        starts = np.flatnonzero(np.diff(windows, prepend=-1))
-        pack_one = pack_window if tokenize["model_kind"] == "causal" else pack_pair_window
-        yield pa.concat_tables([pack_one(examples.slice(start, end - start), **pack)
-                                for start, end in zip(starts, [*starts[1:], len(windows)])])
-    for write in deferred:
-        write()
+        return examples.select(["order", *SEQ2SEQ_COLUMNS])
+    windows = examples.column("window").to_numpy()
+    starts = np.flatnonzero(np.diff(windows, prepend=-1))
+    pack_one = pack_window if tokenize["model_kind"] == "causal" else pack_pair_window
+    return pa.concat_tables([pack_one(examples.slice(start, end - start), **pack)
+                             for start, end in zip(starts, [*starts[1:], len(windows)])])
 
 
 def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name: str, model_kind: ModelKind, *,

@@ -32,7 +32,7 @@ import sys
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -260,13 +260,9 @@ class TaskTokens:
 
 
 def cached_task_tokens(source: SourcePlan, positions: np.ndarray, mixture: MixtureConfig, corpus_dir: str,
-                       tokenizer_name: str, location: str,
-                       deferred: list[Callable[[], None]] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+                       tokenizer_name: str, location: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(source ids, target ids) of each draw of a corpus task: read from its entry, the positions the
-    entry lacks tokenized and added to it; with `deferred`, that write is appended there for the caller
-    to make later (after it has handed its rows on), instead of made now."""
-    from functools import partial
-
+    entry lacks tokenized and added to it."""
     key = source_key(source.source_id, mixture, corpus_dir, tokenizer_name)
     uri = entry_uri(location, key)
     entry = read_entry(uri, key)
@@ -277,8 +273,7 @@ def cached_task_tokens(source: SourcePlan, positions: np.ndarray, mixture: Mixtu
     if len(missing):
         new = tokenize_rows(source, missing.tolist(), mixture, corpus_dir, tokenizer_name)
         parts.append(new)
-        write = partial(add_rows, uri, key, source.source_id, new)
-        deferred.append(write) if deferred is not None else write()
+        add_rows(uri, key, source.source_id, new)
     return draws(parts, np.asarray(positions), mixture.seed, source.source_id)
 
 
