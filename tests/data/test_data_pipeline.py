@@ -70,7 +70,8 @@ def test_same_seed_same_stream_whatever_the_segments(packed_rows, sample_corpus)
 
 def test_windows_ramp_up_and_segments_hold_their_windows_only():
     """The stream's windows ramp up to the window size; a long stream is cut into segments of a bounded
-    number of windows (each ramp window alone); together they hold every draw."""
+    number of windows (each ramp window alone, unless the stream fits in one segment); together they
+    hold every draw."""
     from imlsweep.data.pipeline import segment_items, segment_starts, window_starts
 
     rng = np.random.default_rng(0)
@@ -81,8 +82,9 @@ def test_windows_ramp_up_and_segments_hold_their_windows_only():
     sources = rng.integers(0, 7, total)
     items = [{"source": s, "positions": rng.integers(0, 50, (sources == s).sum()),
               "orders": rng.permutation(np.flatnonzero(sources == s))} for s in range(7)]
-    starts = segment_starts(windows, 3)
+    starts = segment_starts(total, window, 3)
     assert starts[:6].tolist() == [0, 4, 12, 28, 60, 252] and np.diff(starts)[4:].max() == 3 * window
+    assert segment_starts(3 * window, window, 3).tolist() == [0]  # one segment's worth: no ramp of segments
     segments = segment_items(items, starts)
     assert len(segments) == len(starts)
     drawn = set()

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from imlsweep.bench.sweep import comparison, overhead_per_trial
+from imlsweep.data.token_cache import ENTRY_SUFFIX
 
 
 def test_overhead_per_trial_counts_every_slot_for_the_whole_run():
@@ -46,5 +47,5 @@ def test_bench_sweep_quick_prints_json(tmp_path, sample_corpus):
         assert len(list((tmp_path / side).glob("*/metrics.jsonl"))) == 1, side
     # each side tokenized its data into its own cache; the baseline's trials were Tune trials
     for side in ("platform", "baseline"):
-        assert list((tmp_path / f"{side}-token-cache").rglob("*.parquet")), side
+        assert list((tmp_path / f"{side}-token-cache").rglob("*" + ENTRY_SUFFIX)), side
     assert len(list((tmp_path / "baseline" / ".tune" / "baseline").glob("train_driver_*"))) == 1

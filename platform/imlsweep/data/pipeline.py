@@ -153,10 +153,14 @@ def window_starts(total_examples: int, window: int) -> np.ndarray:
     return starts[starts < total_examples].astype(np.int64)
 
 
-def segment_starts(windows: np.ndarray, segment_windows: int) -> np.ndarray:
+def segment_starts(total_examples: int, window: int, segment_windows: int) -> np.ndarray:
     """Where each segment begins in the stream: each window of the ramp is a segment of its own, so the
     first rows wait for a few small windows (a consumer prefetching a block ahead waits for the second
-    segment too); then `segment_windows` windows each."""
+    segment too); then `segment_windows` windows each. A stream no longer than one such segment is one
+    segment: every segment opens its tasks again, and a short stream's first row is its last anyway."""
+    windows = window_starts(total_examples, window)
+    if total_examples <= window * segment_windows:
+        return windows[:1]
     return np.concatenate([windows[:RAMP_WINDOWS], windows[RAMP_WINDOWS::segment_windows]]).astype(np.int64)
 
 
@@ -225,7 +229,8 @@ def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name:
 
     pad_id = cached_tokenizer(tokenizer_name).pad_token_id  # fails early, on the driver, for a bad name
     windows = window_starts(plan.total_examples, window)
-    segments = segment_items(source_items(plan, mixture), segment_starts(windows, segment_windows))
+    starts = segment_starts(plan.total_examples, window, segment_windows)
+    segments = segment_items(source_items(plan, mixture), starts)
     dataset = ray.data.from_items(segments, override_num_blocks=len(segments))  # one segment per block
     dataset.context.execution_options.preserve_order = True
     pack: dict[str, int] | None = {"pad_id": pad_id, "seed": mixture.seed}
