@@ -161,7 +161,7 @@ def segment_starts(total_examples: int, window: int, segment_windows: int) -> np
     windows = window_starts(total_examples, window)
     if total_examples <= window * segment_windows:
         return windows[:1]
-    return np.concatenate([windows[:RAMP_WINDOWS], windows[RAMP_WINDOWS::segment_windows]]).astype(np.int64)
+    return np.concatenate([windows[:RAMP_WINDOWS], windows[RAMP_WINDOWS::segment_windows]])
 
 
 def segment_items(items: list[dict[str, Any]], starts: np.ndarray) -> list[dict[str, Any]]:

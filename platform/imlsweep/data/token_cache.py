@@ -156,19 +156,24 @@ def parse_entry(data: bytes) -> tuple[pa.Table, dict[str, Any]]:
     return table, json.loads(table.schema.metadata[METADATA_KEY])
 
 
+def entry_table(data: bytes, key: str) -> pa.Table:
+    """The table of an entry file's bytes; ValueError when it is truncated, damaged or not the entry of `key`."""
+    table, metadata = parse_entry(data)
+    if metadata["key"] != key or metadata["rows"] != table.num_rows or not table.schema.equals(SCHEMA):
+        raise ValueError("not the entry of its key")
+    return table
+
+
 def read_entry(uri: str, key: str) -> pa.Table | None:
     """The entry's table, or None when it is missing, truncated, damaged or not the entry of `key`."""
     data = storage.read_bytes(uri)
     if data is None:
         return None
     try:
-        table, metadata = parse_entry(data)
-        if metadata["key"] != key or metadata["rows"] != table.num_rows or not table.schema.equals(SCHEMA):
-            raise ValueError("not the entry of its key")
+        return entry_table(data, key)
     except (pa.ArrowException, OSError, ValueError, KeyError, TypeError) as error:
         print(f"token cache: {uri} is damaged ({error}); rebuilding it", file=sys.stderr)
         return None
-    return table
 
 
 def write_entry(uri: str, key: str, task_id: str, table: pa.Table) -> None:
@@ -387,9 +392,6 @@ def coverage(trials: Sequence[tuple[MixtureConfig, str, str, str]], bytes_per_ex
 def read_entry_positions(data: bytes, key: str) -> np.ndarray | None:
     """The pool positions an entry holds (None when it is not a readable entry of `key`)."""
     try:
-        table, metadata = parse_entry(data)
-        if metadata["key"] != key:
-            return None
+        return entry_table(data, key).column("position").to_numpy()
     except (pa.ArrowException, OSError, ValueError, KeyError, TypeError):
         return None
-    return table.column("position").to_numpy()
