@@ -1,7 +1,7 @@
 """The training stream on Ray Data: corpus + mixture -> packed rows (decoder-only), packed pairs of rows
 (seq2seq with `pack_seq2seq`) or token pairs (seq2seq).
 
-    plan (driver, manifest only) -> the stream cut into packing windows of stream positions (a ramp of
+    plan (driver, manifest only) -> the stream cut into packing windows of stream positions (two
     small ones first, then PACK_WINDOW each) and into segments (each ramp window alone, so that the
     first rows leave early; then SEGMENT_WINDOWS windows each); one work item per segment: each
     source's drawn pool positions landing in it
@@ -46,9 +46,11 @@ if TYPE_CHECKING:
 
 ModelKind = Literal["causal", "seq2seq"]
 PACK_WINDOW = 8192  # stream positions packed together (slots filled: 0.998 at 2048, 0.999 at 8192)
-# The first windows are PACK_WINDOW/16, /8, /4, /2 positions: the first packed rows wait for a window
-# drawn from a few hundred tasks, not from every task of the corpus.
-RAMP_WINDOWS = 4
+# The first two windows are PACK_WINDOW/16 and /8 positions, each a segment of its own: the first packed
+# rows wait for two windows drawn from a few hundred tasks (a consumer prefetching a block ahead waits for
+# the second), not for a segment drawn from every task. Every segment opens its tasks again, so the ramp
+# stops there: its two segments touch about 800 tasks, four (to PACK_WINDOW/2) touched 2700.
+RAMP_SHIFTS = (4, 3)
 SEGMENT_WINDOWS = 4  # windows per work item: larger reads each task fewer times and holds more in flight
 SEQ2SEQ_COLUMNS = ("input_ids", "labels")
 
@@ -146,22 +148,23 @@ def pack_pair_window(table: pa.Table, *, max_source: int, max_target: int, pad_i
 
 
 def window_starts(total_examples: int, window: int) -> np.ndarray:
-    """Where each packing window begins in the stream: RAMP_WINDOWS windows doubling up to `window`,
-    then `window` positions each. A function of the config alone, like the rows packed in them."""
-    ramp = np.cumsum([0] + [max(1, window >> (RAMP_WINDOWS - i)) for i in range(RAMP_WINDOWS)])
+    """Where each packing window begins in the stream: the ramp's small windows (`RAMP_SHIFTS`), then
+    `window` positions each. A function of the config alone, like the rows packed in them."""
+    ramp = np.cumsum([0] + [max(1, window >> shift) for shift in RAMP_SHIFTS])
     starts = np.unique(np.concatenate([ramp[:-1], np.arange(ramp[-1], total_examples, window)]))
     return starts[starts < total_examples].astype(np.int64)
 
 
 def segment_starts(total_examples: int, window: int, segment_windows: int) -> np.ndarray:
     """Where each segment begins in the stream: each window of the ramp is a segment of its own, so the
-    first rows wait for a few small windows (a consumer prefetching a block ahead waits for the second
+    first rows wait for two small windows (a consumer prefetching a block ahead waits for the second
     segment too); then `segment_windows` windows each. A stream no longer than one such segment is one
     segment: every segment opens its tasks again, and a short stream's first row is its last anyway."""
     windows = window_starts(total_examples, window)
     if total_examples <= window * segment_windows:
         return windows[:1]
-    return np.concatenate([windows[:RAMP_WINDOWS], windows[RAMP_WINDOWS::segment_windows]])
+    ramp = len(RAMP_SHIFTS)
+    return np.concatenate([windows[:ramp], windows[ramp::segment_windows]])
 
 
 def segment_items(items: list[dict[str, Any]], starts: np.ndarray) -> list[dict[str, Any]]:

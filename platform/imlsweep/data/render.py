@@ -38,10 +38,10 @@ class RenderedExample:
 def split_positions(table: pa.Table, split: str) -> np.ndarray:
     """Indices into `table` of the task's rows of one split, in source order (so "the first N" is
     reproducible). Only the key columns are touched: a task's rows are taken later, the drawn ones."""
-    in_split = np.flatnonzero(pc.equal(table["split"], split).to_numpy(zero_copy_only=False))
-    keys = table.select(["source_index", "template_id"]).take(in_split)
-    order = pc.sort_indices(keys, sort_keys=[("source_index", "ascending"), ("template_id", "ascending")])
-    return in_split[order.to_numpy()]
+    order = pc.sort_indices(table.select(["source_index", "template_id"]),
+                            sort_keys=[("source_index", "ascending"), ("template_id", "ascending")]).to_numpy()
+    in_split = pc.equal(table["split"], split).to_numpy(zero_copy_only=False)
+    return order[in_split[order]]  # the sort is stable: the split's rows keep their order among equals
 
 
 def split_rows(table: pa.Table, split: str) -> pa.Table:

@@ -25,6 +25,7 @@ or an s3:// / gs:// URI), by default the folder beside the corpus (<corpus>.toke
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import struct
@@ -192,7 +193,8 @@ def merged(entry: pa.Table | None, new: pa.Table) -> pa.Table:
     if entry is not None:
         keep = ~np.isin(entry.column("position").to_numpy(), new.column("position").to_numpy())
         new = pa.concat_tables([entry.replace_schema_metadata(None).filter(keep), new])
-    return new.take(np.argsort(new.column("position").to_numpy(), kind="stable"))
+    positions = new.column("position").to_numpy()
+    return new if np.all(positions[1:] > positions[:-1]) else new.take(np.argsort(positions, kind="stable"))
 
 
 def held_mask(held: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -219,9 +221,17 @@ def tokenize_rows(source: SourcePlan, positions: Sequence[int], mixture: Mixture
     bounds = np.cumsum([0, *counts])
     return pa.table({"position": pa.array(positions, type=pa.int64()),
                      "example_id": [row["example_id"] for row, _ in rendered],
-                     "source_ids": pa.array(sources, type=pa.large_list(pa.int32())),
+                     "source_ids": int32_lists(sources),
                      "reference_ids": pa.array([references[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
                                                type=pa.list_(pa.list_(pa.int32())))}, schema=SCHEMA)
+
+
+def int32_lists(lists: Sequence[Sequence[int]]) -> pa.LargeListArray:
+    """Lists of Python ints as an Arrow array, flattened in C (half the time of `pa.array` on them)."""
+    lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    values = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int32, count=int(offsets[-1]))
+    return pa.LargeListArray.from_arrays(offsets, values)
 
 
 @dataclass(frozen=True)

@@ -51,18 +51,19 @@ def splices_exactly(tokenizer: PreTrainedTokenizerBase) -> bool:
     return True
 
 
-def segments(pieces: Sequence[str]) -> list[str]:
-    """The concatenation of `pieces` cut after each piece's last non-space character: each piece's
-    trailing whitespace moves to the front of the next. Their ids, joined, are the ids of the whole."""
+def segments(pieces: Sequence[str]) -> tuple[list[str], str]:
+    """The concatenation of `pieces` cut after each piece's last non-space character (each piece's
+    trailing whitespace moves to the front of the next): the cut texts, and the whitespace left at the
+    end. The ids of the cut texts, joined, are the ids of the whole when what follows starts with that
+    whitespace."""
     cut_pieces, carry = [], ""
-    for piece in pieces[:-1]:
+    for piece in pieces:
         text = carry + piece
         cut = splice_point(text)
         if cut:
             cut_pieces.append(text[:cut])
         carry = text[cut:]
-    last = carry + (pieces[-1] if pieces else "")
-    return [*cut_pieces, last] if last else cut_pieces
+    return cut_pieces, carry
 
 
 class PromptTokenizer:
@@ -75,6 +76,8 @@ class PromptTokenizer:
         self.tokenizer = tokenizer
         self.splice = splices_exactly(tokenizer)
         self.ids: dict[str, list[int]] = {}
+        # the length rule counts the same task-level pieces before every example's own: counted once
+        self.prefix_counts: dict[tuple[str, ...], tuple[int, str]] = {}
 
     def remember(self, texts: Sequence[str]) -> None:
         """Tokenize the texts not seen yet in one batched call."""
@@ -93,10 +96,18 @@ class PromptTokenizer:
         return self.ids[text]
 
     def count_tokens(self, pieces: Sequence[str]) -> int:
-        """Tokens of the concatenated pieces: summed over `segments` when splicing is exact."""
+        """Tokens of the concatenated pieces: summed over their `segments` when splicing is exact (the
+        pieces before the last are counted once per distinct sequence)."""
         if not self.splice:
             return len(self.text_ids("".join(pieces)))
-        return sum(len(self.text_ids(segment)) for segment in segments(pieces))
+        prefix = tuple(pieces[:-1])
+        if prefix not in self.prefix_counts:
+            cut_pieces, carry = segments(prefix)
+            self.remember(cut_pieces)
+            self.prefix_counts[prefix] = sum(len(self.ids[text]) for text in cut_pieces), carry
+        counted, carry = self.prefix_counts[prefix]
+        last = carry + (pieces[-1] if pieces else "")
+        return counted + (len(self.text_ids(last)) if last else 0)
 
     def encode(self, prompts: Sequence[Prompt]) -> tuple[list[list[int]], list[list[int]]]:
         return self.encode_sources(prompts), token_ids(self.tokenizer, [p.target for p in prompts])
