@@ -1,8 +1,8 @@
 """`sweep simulate`: the real driver and Tune scheduling on a local multi-node Ray cluster with declared
 GPUs, trials replaced by runners that hold their resources for their estimated time (scaled down).
 
-Three shipped OPT-IML sweeps run here, in one command (12 trials; the others have the same shape: one
-stage, no dependencies, and each costs Tune about a second per trial on two cores; every OPT-IML sweep
+Two shipped OPT-IML sweeps run here, in one command (the others have the same shape: one stage, no
+dependencies, and each costs Tune about a second per trial on two cores; every OPT-IML sweep
 runs for real in miniature in test_opt_iml_miniature.py). The 961-model grid takes about five minutes,
 too long for the suite: its queue is tested without Ray in tests/sweep/test_queue.py, and the README's
 benchmark table gives its simulated figures with the command that prints them."""
@@ -20,7 +20,7 @@ import pytest
 pytestmark = pytest.mark.slow  # a multi-node Ray cluster, in a subprocess
 
 SWEEPS = Path(__file__).parents[2] / "sweeps"
-OPT_IML_SPECS = ["task_scaling", "category_scaling", "demonstrations"]
+OPT_IML_SPECS = ["task_scaling", "demonstrations"]
 
 
 def simulate(*args: str, timeout: int = 540) -> tuple[object, str]:
