@@ -139,8 +139,8 @@ class PeakRss:
     `peak` sums their RSS, which counts a shared page (Ray's object store) once in every process that
     maps it; `peak_pss` sums their proportional set sizes, which count it once in all. A sample reads
     every process's smaps_rollup, about 30 ms of CPU for a local Ray instance's dozen processes: once a
-    second it takes 3% of a core from what it measures (every 0.2 s, 15%: a 2-core pipeline run lost
-    several seconds to it)."""
+    second it takes 3% of a core from what it measures (every 0.2 s, 15%: a 60k-example pipeline run
+    took 26.9 s instead of 25.1 s)."""
 
     def __init__(self, interval_s: float = 1.0, pid: int | None = None):
         self.interval_s = interval_s

@@ -2,7 +2,7 @@
 (seq2seq with `pack_seq2seq`) or token pairs (seq2seq).
 
     plan (driver, manifest only) -> the stream cut into packing windows of stream positions (two
-    small ones first, then PACK_WINDOW each) and into segments (each ramp window alone, so that the
+    small ones first, then PACK_WINDOW each) and into segments (each small window alone, so that the
     first rows leave early; then SEGMENT_WINDOWS windows each); one work item per segment: each
     source's drawn pool positions landing in it
     -> map_batches, one segment per task: its tasks' tokens from the token cache (the positions it
