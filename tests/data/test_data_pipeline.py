@@ -68,22 +68,22 @@ def test_same_seed_same_stream_whatever_the_segments(packed_rows, sample_corpus)
     assert len(resumed) == len(full) - 3 > 0 and all((a == b).all() for a, b in zip(resumed, full[3:]))
 
 
-def test_windows_ramp_up_and_segments_hold_their_windows_only():
-    """The stream's windows ramp up to the window size; a long stream is cut into segments of a bounded
-    number of windows (each ramp window alone, unless the stream fits in one segment); together they
-    hold every draw."""
+def test_windows_begin_small_and_segments_hold_their_windows_only():
+    """The stream begins with two small windows, then windows of the window size; a long stream is cut
+    into segments of a bounded number of windows (each small window alone, unless the stream fits in one
+    segment); together they hold every draw."""
     from imlsweep.data.pipeline import segment_items, segment_starts, window_starts
 
     rng = np.random.default_rng(0)
     total, window = 10_000, 64
     windows = window_starts(total, window)
-    assert windows[:4].tolist() == [0, 4, 12, 76] and set(np.diff(windows)[2:]) == {window}
-    assert window_starts(20, window).tolist() == [0, 4, 12] and window_starts(10**6, 4)[:3].tolist() == [0, 1, 2]
+    assert windows[:4].tolist() == [0, 4, 5, 69] and set(np.diff(windows)[2:]) == {window}
+    assert window_starts(20, window).tolist() == [0, 4, 5] and window_starts(10**6, 4)[:3].tolist() == [0, 1, 2]
     sources = rng.integers(0, 7, total)
     items = [{"source": s, "positions": rng.integers(0, 50, (sources == s).sum()),
               "orders": rng.permutation(np.flatnonzero(sources == s))} for s in range(7)]
     starts = segment_starts(total, window, 3)
-    assert starts[:4].tolist() == [0, 4, 12, 204] and np.diff(starts)[2:].max() == 3 * window
+    assert starts[:4].tolist() == [0, 4, 5, 197] and np.diff(starts)[2:].max() == 3 * window
     assert segment_starts(3 * window, window, 3).tolist() == [0]  # one segment's worth: no ramp of segments
     segments = segment_items(items, starts)
     assert len(segments) == len(starts)
@@ -98,6 +98,28 @@ def test_windows_ramp_up_and_segments_hold_their_windows_only():
             assert all(at[int(o)] == p for o, p in zip(orders[start:end], segment["positions"][start:end]))
         drawn.update(orders.tolist())
     assert drawn == set(range(total))
+
+
+def test_a_segment_hands_on_each_window_as_it_is_packed(sample_corpus, tmp_path):
+    """A segment's rows leave window by window (Ray Data cuts them into blocks), never as one table of
+    the whole segment."""
+    import inspect
+
+    from imlsweep.data.pipeline import segment_items, segment_rows, segment_starts, window_starts
+    from imlsweep.data.stream import source_items
+
+    plan = plan_mixture(MIXTURE, open_corpus(str(sample_corpus)).manifest)
+    windows = window_starts(plan.total_examples, 16)
+    starts = segment_starts(plan.total_examples, 16, 3)
+    segment = segment_items(source_items(plan, MIXTURE), starts)[2]  # the first of three full windows
+    pack = {"pad_id": cached_tokenizer("tiny").pad_token_id, "seed": MIXTURE.seed, "max_len": MIXTURE.max_length}
+    tables = segment_rows({key: [value] for key, value in segment.items()}, pack=pack, plan=plan, mixture=MIXTURE,
+                          corpus_dir=str(sample_corpus), tokenizer_name="tiny", model_kind="causal",
+                          window_starts=windows, cache=str(tmp_path))
+    assert inspect.isgenerator(tables)
+    in_segment = windows[(windows >= starts[2]) & (windows < starts[3])]
+    assert len(in_segment) == 3
+    assert [table.column("packed_index")[0].as_py() for table in tables] == in_segment.tolist()
 
 
 def test_packed_labels_mask_exactly_the_sources(packed_rows, sample_corpus):

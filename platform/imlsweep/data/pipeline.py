@@ -7,7 +7,8 @@
     source's drawn pool positions landing in it
     -> map_batches, one segment per task: its tasks' tokens from the token cache (the positions it
        lacks read, rendered, tokenized and added to the cache, shared parts once per task), then
-       decoder-only: pack each window;  seq2seq: pack each window's pairs, or the pairs in stream order
+       decoder-only: pack each window;  seq2seq: pack each window's pairs, or the pairs in stream order;
+       each window handed on as it is packed, in blocks of about BLOCK_BYTES
     -> handed on in segment order (preserve_order)
 
 No step needs the whole stream: a segment's packed rows leave as soon as its examples are tokenized,
@@ -46,12 +47,16 @@ if TYPE_CHECKING:
 
 ModelKind = Literal["causal", "seq2seq"]
 PACK_WINDOW = 8192  # stream positions packed together (slots filled: 0.998 at 2048, 0.999 at 8192)
-# The first two windows are PACK_WINDOW/16 and /8 positions, each a segment of its own: the first packed
-# rows wait for two windows drawn from a few hundred tasks (a consumer prefetching a block ahead waits for
-# the second), not for a segment drawn from every task. Every segment opens its tasks again, so the ramp
-# stops there: its two segments touch about 800 tasks, four (to PACK_WINDOW/2) touched 2700.
-RAMP_SHIFTS = (4, 3)
+# The stream opens with two small windows, each a segment of its own, so that the first rows wait for a
+# few hundred tasks, not for a segment drawn from every task: PACK_WINDOW/16 positions (about 100 rows of
+# 2048 at SuperNI lengths, more than a first batch), then PACK_WINDOW/64, which only has to exist: Ray
+# Data's iterator fetches the next block before it hands one on when less than a batch would be left. Every segment opens its tasks again, so the ramp stays this short (PACK_WINDOW/32 then /16
+# left the first batch waiting for the first full segment; /16 then /8 touched twice the tasks).
+RAMP_SHIFTS = (4, 6)
 SEGMENT_WINDOWS = 4  # windows per work item: larger reads each task fewer times and holds more in flight
+# Ray Data merges a segment's packed windows into blocks of about this size: blocks of a few MB keep the
+# object store's pages, mapped by the driver and every worker, from growing with the segments in flight.
+BLOCK_BYTES = 4 * 2**20
 SEQ2SEQ_COLUMNS = ("input_ids", "labels")
 
 
@@ -156,10 +161,10 @@ def window_starts(total_examples: int, window: int) -> np.ndarray:
 
 
 def segment_starts(total_examples: int, window: int, segment_windows: int) -> np.ndarray:
-    """Where each segment begins in the stream: each window of the ramp is a segment of its own, so the
-    first rows wait for two small windows (a consumer prefetching a block ahead waits for the second
-    segment too); then `segment_windows` windows each. A stream no longer than one such segment is one
-    segment: every segment opens its tasks again, and a short stream's first row is its last anyway."""
+    """Where each segment begins in the stream: each small first window (`RAMP_SHIFTS`) is a segment of
+    its own, so that the first rows wait for those two only; then `segment_windows` windows each. A
+    stream no longer than one such segment is one segment: every segment opens its tasks again, and a
+    short stream's first row is its last anyway."""
     windows = window_starts(total_examples, window)
     if total_examples <= window * segment_windows:
         return windows[:1]
@@ -187,23 +192,28 @@ def segment_items(items: list[dict[str, Any]], starts: np.ndarray) -> list[dict[
             for segment, part in enumerate(parts)]
 
 
-def segment_rows(batch: dict[str, np.ndarray], *, pack: dict[str, int] | None, **tokenize: Any) -> pa.Table:
+def segment_rows(batch: dict[str, np.ndarray], *, pack: dict[str, int] | None, **tokenize: Any) -> Iterator[pa.Table]:
     """map_batches body, one segment: its examples tokenized, then (`pack` given) each of its windows
-    packed (decoder-only rows, or encoder-decoder pairs), or (seq2seq unpacked) the pairs in stream order."""
+    packed and handed on as it is done (decoder-only rows, or encoder-decoder pairs), or (seq2seq
+    unpacked) the pairs in stream order. Yielding window by window lets Ray Data cut the segment's output
+    into blocks of `BLOCK_BYTES` instead of holding it whole."""
     tables = []
     for sources, bounds, positions, orders in zip(batch["source"], batch["bounds"], batch["positions"],
                                                   batch["orders"]):
         spans = list(zip(bounds[:-1], bounds[1:]))
         tables.append(tokenize_sources({"source": sources, "positions": [positions[a:b] for a, b in spans],
                                         "orders": [orders[a:b] for a, b in spans]}, **tokenize))
-    examples = pa.concat_tables(tables).sort_by("order")
+    examples = pa.concat_tables(tables).combine_chunks()
+    del tables
+    by_order = np.argsort(examples.column("order").to_numpy(), kind="stable")
     if pack is None:
-        return examples.select(["order", *SEQ2SEQ_COLUMNS])
-    windows = examples.column("window").to_numpy()
+        yield examples.take(by_order).select(["order", *SEQ2SEQ_COLUMNS])
+        return
+    windows = examples.column("window").to_numpy()[by_order]
     starts = np.flatnonzero(np.diff(windows, prepend=-1))
     pack_one = pack_window if tokenize["model_kind"] == "causal" else pack_pair_window
-    return pa.concat_tables([pack_one(examples.slice(start, end - start), **pack)
-                             for start, end in zip(starts, [*starts[1:], len(windows)])])
+    for start, end in zip(starts, [*starts[1:], len(windows)]):
+        yield pack_one(examples.take(by_order[start:end]), **pack)
 
 
 def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name: str, model_kind: ModelKind, *,
@@ -236,6 +246,7 @@ def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name:
     segments = segment_items(source_items(plan, mixture), starts)
     dataset = ray.data.from_items(segments, override_num_blocks=len(segments))  # one segment per block
     dataset.context.execution_options.preserve_order = True
+    dataset.context.target_max_block_size = BLOCK_BYTES
     pack: dict[str, int] | None = {"pad_id": pad_id, "seed": mixture.seed}
     if model_kind == "causal":
         pack["max_len"] = mixture.max_length
