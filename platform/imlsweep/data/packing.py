@@ -21,6 +21,7 @@ source only (T5's relative position bias depends only on distances inside a docu
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -49,16 +50,17 @@ class TokenizedExamples:
 
 
 def causal_examples(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], eos_id: int, max_len: int,
-                    side: Literal["left", "right"] = "left", loss_on_source: bool = False) -> TokenizedExamples:
+                    side: Literal["left", "right"] = "left",
+                    loss_on_source: bool | np.ndarray = False) -> TokenizedExamples:
     """source + target + EOS per example, cut to max_len: left truncation keeps the end (the target and
-    EOS), right keeps the beginning."""
+    EOS), right keeps the beginning. `loss_on_source`: for all examples, or per example."""
     source_lengths = np.array([len(s) for s in sources], dtype=np.int64)
     lengths = source_lengths + [len(t) + 1 for t in targets]
     parts = [part for source, target in zip(sources, targets) for part in (source, target, (eos_id,))]
     values = np.concatenate(parts, dtype=np.int32, casting="unsafe") if parts else np.zeros(0, dtype=np.int32)
     starts = np.cumsum(lengths) - lengths
     cut = np.maximum(lengths - max_len, 0)
-    loss_starts = np.zeros_like(lengths) if loss_on_source else source_lengths
+    loss_starts = np.where(loss_on_source, 0, source_lengths)
     if cut.any():
         keep_from = starts + (cut if side == "left" else 0)
         values = np.concatenate([values[s:s + n] for s, n in zip(keep_from, lengths - cut)])
@@ -70,16 +72,20 @@ def causal_examples(sources: Sequence[Sequence[int]], targets: Sequence[Sequence
 
 
 class LengthPool:
-    """Examples not yet placed, by length: how many of each length, and their indices (earliest first)."""
+    """Examples not yet placed, by length: how many of each length, the distinct lengths left (ascending:
+    a row asks for the longest that fits thousands of times a window, so a bisection, not an array scan),
+    and each length's indices (earliest first)."""
 
     def __init__(self, lengths: np.ndarray, max_len: int):
         self.count = np.bincount(lengths, minlength=max_len + 1)
+        self.present = np.flatnonzero(self.count).tolist()
         order = np.lexsort((-np.arange(len(lengths)), lengths))  # by length, latest index first
         self.indices = [list(group) for group in np.split(order, np.cumsum(self.count)[:-1])]
 
-    def fitting(self, room: int) -> np.ndarray:
-        """The distinct lengths left that fit in `room`, ascending."""
-        return np.flatnonzero(self.count[: room + 1])
+    def longest_fitting(self, room: int) -> int | None:
+        """The longest length left that fits in `room`, if any."""
+        at = bisect.bisect_right(self.present, room)
+        return self.present[at - 1] if at else None
 
     def best_pair(self, room: int, better_than: int) -> tuple[int, int] | None:
         """Two lengths left whose sum is the largest <= room and > better_than; of those, the most even
@@ -94,6 +100,8 @@ class LengthPool:
 
     def take(self, length: int) -> int:
         self.count[length] -= 1
+        if not self.count[length]:
+            del self.present[bisect.bisect_left(self.present, length)]
         return int(self.indices[length].pop())
 
 
@@ -108,11 +116,10 @@ def assign_rows(lengths: Sequence[int], max_len: int) -> list[list[int]]:
         raise ValueError(f"example {index} has {lengths[index]} tokens, more than max_len {max_len}: truncate first")
     pool = LengthPool(lengths, max_len)
     rows: list[list[int]] = []
-    while pool.count.any():
+    while pool.present:
         room, members = max_len, []
-        while len(fits := pool.fitting(room)):
-            longest = int(fits[-1])
-            last_place = room - longest < fits[0]  # nothing else would fit after it
+        while (longest := pool.longest_fitting(room)) is not None:
+            last_place = room - longest < pool.present[0]  # nothing else would fit after it
             if last_place and (pair := pool.best_pair(room, better_than=longest)):
                 members += [pool.take(length) for length in pair]
                 room -= sum(pair)

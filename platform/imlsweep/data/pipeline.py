@@ -68,23 +68,30 @@ def check_model_kind(model_kind: str) -> None:
 def tokenize_sources(batch: dict[str, np.ndarray], *, plan: MixturePlan, mixture: MixtureConfig, corpus_dir: str,
                      tokenizer_name: str, model_kind: ModelKind, window_starts: np.ndarray, cache: str) -> pa.Table:
     """The tokens of every draw of the sources in `batch` (a corpus task's through the token cache at
-    `cache`), each with its stream position (`order`) and packing window."""
+    `cache`), each with its stream position (`order`) and packing window. The columns are built once for
+    all the sources: a segment draws from thousands of tasks, a few examples each."""
     from imlsweep.data.tokenizer import cached_tokenizer
 
     eos = cached_tokenizer(tokenizer_name).eos_token_id
-    tables = []
-    for index, positions, orders in zip(batch["source"], batch["positions"], batch["orders"]):
+    sources: list[Sequence[int]] = []
+    targets: list[Sequence[int]] = []
+    counts, whole_sequence = [], []
+    for index, positions in zip(batch["source"], batch["positions"]):
         source = plan.sources[int(index)]
         if is_text_addon(source):
-            sources, targets = text_tokens(source, positions, mixture, tokenizer_name)
+            drawn = text_tokens(source, positions, mixture, tokenizer_name)
         else:
-            sources, targets = cached_task_tokens(source, positions, mixture, corpus_dir, tokenizer_name, cache)
-        columns = (causal_columns(sources, targets, eos, mixture, source.loss == "sequence")
-                   if model_kind == "causal" else seq2seq_columns(sources, targets, eos, mixture))
-        orders = np.asarray(orders, dtype=np.int64)
-        windows = np.searchsorted(window_starts, orders, side="right") - 1
-        tables.append(pa.table({"order": orders, "window": windows, **columns}))
-    return pa.concat_tables(tables)
+            drawn = cached_task_tokens(source, positions, mixture, corpus_dir, tokenizer_name, cache)
+        sources += drawn[0]
+        targets += drawn[1]
+        counts.append(len(drawn[0]))
+        whole_sequence.append(source.loss == "sequence")
+    loss_on_source = np.repeat(np.array(whole_sequence, dtype=bool), counts)
+    columns = (causal_columns(sources, targets, eos, mixture, loss_on_source)
+               if model_kind == "causal" else seq2seq_columns(sources, targets, eos, mixture))
+    orders = np.concatenate([*batch["orders"], np.zeros(0, np.int64)]).astype(np.int64)
+    windows = np.searchsorted(window_starts, orders, side="right") - 1
+    return pa.table({"order": orders, "window": windows, **columns})
 
 
 def text_tokens(source: SourcePlan, positions: np.ndarray, mixture: MixtureConfig,
@@ -98,7 +105,7 @@ def text_tokens(source: SourcePlan, positions: np.ndarray, mixture: MixtureConfi
 
 
 def causal_columns(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], eos: int, mixture: MixtureConfig,
-                   loss_on_source: bool) -> dict[str, pa.Array]:
+                   loss_on_source: bool | np.ndarray) -> dict[str, pa.Array]:
     examples = causal_examples(sources, targets, eos, mixture.max_length, mixture.truncation_side, loss_on_source)
     return {"input_ids": pa.LargeListArray.from_arrays(examples.offsets, examples.values),
             "loss_start": pa.array(examples.loss_starts)}
