@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from imlsweep.data.demonstrations import DemonstrationsConfig
 from imlsweep.data.encodings import EncodingConfig
-from imlsweep.data.render import TaskPrompter, render_examples, split_rows
+from imlsweep.data.render import TaskPrompter, render_examples, split_positions, task_rows
 from imlsweep.data.stream import open_corpus
 
 TASK = "task190_snli_classification"
@@ -19,9 +19,9 @@ def test_render_examples_for_eval_with_shots_from_the_train_split(sample_corpus)
     corpus = open_corpus(str(sample_corpus))
     examples = render_examples(corpus, [TASK], "test", "superni_def_pos", seed=0, max_per_task=4, shots=2)
     table = corpus.read_task(TASK)
-    test_rows = split_rows(table, "test").slice(0, 4).to_pylist()
+    test_rows = table.take(split_positions(table, "test")[:4]).to_pylist()
     assert [e.example_id for e in examples] == [r["example_id"] for r in test_rows]  # the first N, source order
-    train_inputs = [r["input"].strip() for r in split_rows(table, "train").to_pylist()]
+    train_inputs = [r["input"].strip() for r in table.take(split_positions(table, "train")).to_pylist()]
     for example, row in zip(examples, test_rows):
         assert example.outputs == row["outputs"] and example.target in row["outputs"]
         assert (example.benchmark, example.level) == ("superni", "fully_held_out")
@@ -31,6 +31,14 @@ def test_render_examples_for_eval_with_shots_from_the_train_split(sample_corpus)
         assert any(shown.startswith(text[:40]) for text in train_inputs)
     assert len({e.source.split("Now complete")[0] for e in examples}) == 1  # shared by the task's examples
     assert render_examples(corpus, [TASK], "test", "superni_def_pos", seed=0, max_per_task=4, shots=2) == examples
+
+
+def test_task_rows_are_the_rows_with_task_level_values_converted_once(sample_corpus):
+    table = open_corpus(str(sample_corpus)).read_task(TASK)
+    indices = np.array([5, 0, 3])
+    rows = task_rows(table, indices)
+    assert rows == table.take(indices).to_pylist() and task_rows(table, np.zeros(0, np.int64)) == []
+    assert rows[0]["definition"] is rows[2]["definition"] and rows[0]["input"] != rows[1]["input"]
 
 
 def test_metaicl_shots_follow_the_truncated_zipf_and_never_show_the_example_itself(superni_row):

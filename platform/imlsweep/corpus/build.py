@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from imlsweep.corpus.adapters import read_source
 from imlsweep.corpus.config import CorpusConfig, corpus_config_yaml
-from imlsweep.corpus.schema import MANIFEST_SCHEMA, ROW_SCHEMA, data_sources
+from imlsweep.corpus.schema import MANIFEST_SCHEMA, ROW_SCHEMA, TASK_LEVEL_COLUMNS, data_sources
 from imlsweep.corpus.splits import TaskRole, capped_indices, held_out_sizes, instance_splits, task_role
 from imlsweep.corpus.stats import STATS_COLUMNS, TaskStats, combine_stats, task_stats
 from imlsweep.corpus.store import (CONFIG_FILE, INVALID_FILE, MANIFEST_FILE, STATS_FILE, Corpus, task_file)
@@ -75,7 +75,7 @@ def task_table(task: SourceTask, category: str, role: TaskRole, config: CorpusCo
                    "category": category, "instruction_type": task.instruction_type, "definition": task.definition,
                    "positive_examples": task.positive_examples, "negative_examples": task.negative_examples,
                    "level": role.level, "language": task.language}
-    columns = {name: repeated(value, name, n) for name, value in task_values.items()} | {
+    columns = {name: repeated(task_values[name], name, n) for name in TASK_LEVEL_COLUMNS} | {
         "template_id": [example.template_id for example in examples],
         "input": [example.input for example in examples],
         "outputs": [example.outputs for example in examples],

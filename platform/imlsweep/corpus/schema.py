@@ -39,6 +39,11 @@ ROW_SCHEMA = pa.schema(
     ]
 )
 
+# The columns holding one value per task, which the build repeats on each of the task's rows: a reader
+# may take them from any one row.
+TASK_LEVEL_COLUMNS = ("task_id", "benchmark", "data_source", "category", "instruction_type", "definition",
+                      "positive_examples", "negative_examples", "level", "language")
+
 MANIFEST_SCHEMA = pa.schema(
     [
         ("task_id", pa.string()),

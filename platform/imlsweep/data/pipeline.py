@@ -49,10 +49,12 @@ ModelKind = Literal["causal", "seq2seq"]
 PACK_WINDOW = 8192  # stream positions packed together (slots filled: 0.998 at 2048, 0.999 at 8192)
 # The stream opens with two small windows, each a segment of its own, so that the first rows wait for a
 # few hundred tasks, not for a segment drawn from every task: PACK_WINDOW/16 positions (about 100 rows of
-# 2048 at SuperNI lengths, more than a first batch), then PACK_WINDOW/64, which only has to exist: Ray
-# Data's iterator fetches the next block before it hands one on when less than a batch would be left. Every segment opens its tasks again, so the ramp stays this short (PACK_WINDOW/32 then /16
-# left the first batch waiting for the first full segment; /16 then /8 touched twice the tasks).
-RAMP_SHIFTS = (4, 6)
+# 2048 at SuperNI lengths, more than a first batch), then PACK_WINDOW/512, which only has to exist (Ray
+# Data's iterator fetches the next block before it hands one on when less than a batch would be left)
+# and is kept tiny so that the CPUs move on to the full segments at once. Every segment opens its tasks
+# again, so the ramp stays this short (PACK_WINDOW/32 then /16 left the first batch waiting for the first
+# full segment; /16 then /8 touched twice the tasks).
+RAMP_SHIFTS = (4, 9)
 SEGMENT_WINDOWS = 4  # windows per work item: larger reads each task fewer times and holds more in flight
 # Ray Data merges a segment's packed windows into blocks of about this size: blocks of a few MB keep the
 # object store's pages, mapped by the driver and every worker, from growing with the segments in flight.

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from imlsweep.corpus.schema import TASK_LEVEL_COLUMNS
 from imlsweep.data.demonstrations import (
     DemonstrationsConfig, demonstration_order, pick_demonstrations, shots_for_example,
 )
@@ -44,8 +45,16 @@ def split_positions(table: pa.Table, split: str) -> np.ndarray:
     return order[in_split[order]]  # the sort is stable: the split's rows keep their order among equals
 
 
-def split_rows(table: pa.Table, split: str) -> pa.Table:
-    return table.take(split_positions(table, split))
+def task_rows(table: pa.Table, indices: np.ndarray) -> list[dict[str, Any]]:
+    """Rows `indices` of a task's table as dicts. The task-level columns are converted once, from the
+    first row, and shared by every row: converting the definition and demonstrations again on each row
+    was most of the cost of rendering a few rows of a task."""
+    if not len(indices):
+        return []
+    task_level = [name for name in TASK_LEVEL_COLUMNS if name in table.column_names]
+    shared = table.select(task_level).slice(0, 1).to_pylist()[0]
+    own = [name for name in table.column_names if name not in shared]
+    return [shared | row for row in table.select(own).take(indices).to_pylist()]
 
 
 def target_index(references: int, seed: int, task_id: str, example_id: str) -> int:
@@ -75,7 +84,7 @@ class TaskPrompter:
         self.count_tokens = count_tokens
         self.max_source_length = max_source_length
         self.demo_order = demonstration_order(len(pool), demonstrations.shots, seed, task_id)
-        self.demo_rows = dict(zip(self.demo_order, table.take(pool[self.demo_order]).to_pylist())) if self.demo_order else {}
+        self.demo_rows = dict(zip(self.demo_order, task_rows(table, pool[self.demo_order])))
 
     def prompt(self, row: dict[str, Any], pool_position: int | None) -> Prompt:
         k = shots_for_example(self.demonstrations, self.seed, self.task_id, row["example_id"])
@@ -98,12 +107,10 @@ def render_examples(corpus: Any, task_ids: Sequence[str], split: str, encoding: 
     examples = []
     for task_id in task_ids:
         table = corpus.read_task(task_id)
-        rows = split_rows(table, split)
-        if max_per_task is not None:
-            rows = rows.slice(0, max_per_task)
+        rows = task_rows(table, split_positions(table, split)[:max_per_task])
         prompter = TaskPrompter(task_id, table, split_positions(table, "train"), encoding, demonstrations, seed,
                                 count_tokens, max_source_length)
-        for position, row in enumerate(rows.to_pylist()):
+        for position, row in enumerate(rows):
             prompt = prompter.prompt(row, position if split == "train" else None)
             examples.append(RenderedExample(
                 task_id=task_id, example_id=row["example_id"], benchmark=row["benchmark"], category=row["category"],

@@ -67,14 +67,14 @@ def render_source(source: SourcePlan, positions: np.ndarray, mixture: MixtureCon
 def render_task_rows(source: SourcePlan, distinct: list[int], mixture: MixtureConfig, corpus_dir: str,
                      encoder: PromptTokenizer | None) -> list[tuple[dict[str, Any], Prompt]]:
     """(row, prompt) of a corpus task's pool positions `distinct` (ascending, no repeats)."""
-    from imlsweep.data.render import TaskPrompter, split_positions
+    from imlsweep.data.render import TaskPrompter, split_positions, task_rows
 
     table = open_corpus(corpus_dir).read_task(source.source_id)
     pool = split_positions(table, mixture.train_split)
     if len(pool) != source.pool_size:
         raise UserError(f"task {source.source_id}: the manifest says {source.pool_size} {mixture.train_split} rows, "
                         f"the task file has {len(pool)}: rebuild the corpus")
-    rows = table.take(pool[distinct]).to_pylist() if distinct else []
+    rows = task_rows(table, pool[distinct])
     demo_pool = pool if mixture.train_split == "train" else split_positions(table, "train")
     count_tokens = None
     if encoder is not None:

@@ -259,7 +259,8 @@ class TaskTokens:
                    reference_offsets=flat.offsets.to_numpy())
 
     def draws(self, positions: np.ndarray, seed: int, task_id: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """(source ids, target ids) of each draw, the target being the seed's choice among its references."""
+        """(source ids, target ids) of each draw, the target being the seed's choice among its references:
+        copies, so that a segment's draws do not keep every entry they come from alive."""
         from imlsweep.data.render import target_index
 
         rows = np.searchsorted(self.positions, positions)
@@ -268,8 +269,8 @@ class TaskTokens:
             count = int(self.reference_starts[row + 1] - self.reference_starts[row])
             pick = target_index(count, seed, task_id, self.example_ids[row].as_py()) if count > 1 else 0
             chosen[row] = self.reference_starts[row] + pick
-        sources = [self.source_values[self.source_offsets[r]:self.source_offsets[r + 1]] for r in rows]
-        targets = [self.reference_values[self.reference_offsets[chosen[r]]:self.reference_offsets[chosen[r] + 1]]
+        sources = [self.source_values[self.source_offsets[r]:self.source_offsets[r + 1]].copy() for r in rows]
+        targets = [self.reference_values[self.reference_offsets[chosen[r]]:self.reference_offsets[chosen[r] + 1]].copy()
                    for r in rows]
         return sources, targets
 
