@@ -77,19 +77,18 @@ def tokenize_sources(batch: dict[str, np.ndarray], *, plan: MixturePlan, mixture
     eos = cached_tokenizer(tokenizer_name).eos_token_id
     sources: list[Sequence[int]] = []
     targets: list[Sequence[int]] = []
-    counts, whole_sequence = [], []
+    loss_on_source: list[bool] = []  # per draw: plain-text add-ons train on the whole sequence
     for index, positions in zip(batch["source"], batch["positions"]):
         source = plan.sources[int(index)]
         if is_text_addon(source):
-            drawn = text_tokens(source, positions, mixture, tokenizer_name)
+            drawn_sources, drawn_targets = text_tokens(source, positions, mixture, tokenizer_name)
         else:
-            drawn = cached_task_tokens(source, positions, mixture, corpus_dir, tokenizer_name, cache)
-        sources += drawn[0]
-        targets += drawn[1]
-        counts.append(len(drawn[0]))
-        whole_sequence.append(source.loss == "sequence")
-    loss_on_source = np.repeat(np.array(whole_sequence, dtype=bool), counts)
-    columns = (causal_columns(sources, targets, eos, mixture, loss_on_source)
+            drawn_sources, drawn_targets = cached_task_tokens(source, positions, mixture, corpus_dir,
+                                                              tokenizer_name, cache)
+        sources += drawn_sources
+        targets += drawn_targets
+        loss_on_source += [source.loss == "sequence"] * len(drawn_sources)
+    columns = (causal_columns(sources, targets, eos, mixture, np.array(loss_on_source, dtype=bool))
                if model_kind == "causal" else seq2seq_columns(sources, targets, eos, mixture))
     orders = np.concatenate([*batch["orders"], np.zeros(0, np.int64)]).astype(np.int64)
     windows = np.searchsorted(window_starts, orders, side="right") - 1
@@ -213,7 +212,7 @@ def segment_rows(batch: dict[str, np.ndarray], *, pack: dict[str, int] | None, *
         tables.append(tokenize_sources({"source": sources, "positions": [positions[a:b] for a, b in spans],
                                         "orders": [orders[a:b] for a, b in spans]}, **tokenize))
     examples = pa.concat_tables(tables).combine_chunks()
-    del tables
+    del tables  # combine_chunks copied them: the segment's examples are held once
     by_order = np.argsort(examples.column("order").to_numpy(), kind="stable")
     if pack is None:
         yield examples.take(by_order).select(["order", *SEQ2SEQ_COLUMNS])
