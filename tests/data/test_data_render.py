@@ -41,6 +41,17 @@ def test_task_rows_are_the_rows_with_task_level_values_converted_once(sample_cor
     assert rows[0]["definition"] is rows[2]["definition"] and rows[0]["input"] != rows[1]["input"]
 
 
+def test_split_positions_are_in_source_order_whatever_the_file_order():
+    import pyarrow as pa
+
+    rows = [(3, "b", "train"), (1, "a", "test"), (3, "a", "train"), (0, "z", "train"), (2, "a", "train")]
+    table = pa.table({name: list(column) for name, column in zip(["source_index", "template_id", "split"], zip(*rows))})
+    expected = [i for i in sorted(range(len(rows)), key=lambda i: rows[i][:2]) if rows[i][2] == "train"]
+    assert split_positions(table, "train").tolist() == expected == [3, 4, 2, 0]
+    in_order = table.take([3, 1, 4])  # written in source order, one row per source example
+    assert split_positions(in_order, "train").tolist() == [0, 2]
+
+
 def test_metaicl_shots_follow_the_truncated_zipf_and_never_show_the_example_itself(superni_row):
     rows = [superni_row("task1508_wordnet_antonyms", i) | {"split": "train", "source_index": i} for i in range(40)]
     pool = pa.Table.from_pylist(rows)

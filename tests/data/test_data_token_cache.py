@@ -157,6 +157,21 @@ def test_a_write_keeps_the_rows_another_writer_added_meanwhile(sample_corpus, tm
     assert entry.num_rows == len(distinct) and entry.equals(token_cache.merged(first, second))
 
 
+def test_a_merge_keeps_each_position_once_in_order_the_new_row_winning():
+    import pyarrow as pa
+
+    def rows(positions, mark):
+        return pa.table({"position": pa.array(positions, pa.int64()), "example_id": [f"{mark}{p}" for p in positions],
+                         "source_ids": pa.array([[p] for p in positions], pa.large_list(pa.int32())),
+                         "reference_ids": pa.array([[[p]] for p in positions], pa.list_(pa.list_(pa.int32())))},
+                        schema=token_cache.SCHEMA)
+
+    table = token_cache.merged(rows([1, 4, 7], "old"), rows([9, 4, 2], "new"))
+    assert table.column("position").to_pylist() == [1, 2, 4, 7, 9]
+    assert table.column("example_id").to_pylist() == ["old1", "new2", "new4", "old7", "new9"]
+    assert token_cache.merged(None, rows([3, 1], "new")).column("position").to_pylist() == [1, 3]
+
+
 def build_entry(args):
     source, positions, corpus, location = args
     cached(source, positions, corpus, location)

@@ -162,9 +162,15 @@ def pack_pair_window(table: pa.Table, *, max_source: int, max_target: int, pad_i
 
 def window_starts(total_examples: int, window: int) -> np.ndarray:
     """Where each packing window begins in the stream: the ramp's small windows (`RAMP_SHIFTS`), then
-    `window` positions each. A function of the config alone, like the rows packed in them."""
+    the rest cut into equal windows of at most `window` positions. A function of the config alone, like
+    the rows packed in them."""
     ramp = np.cumsum([0] + [max(1, window >> shift) for shift in RAMP_SHIFTS])
-    starts = np.unique(np.concatenate([ramp[:-1], np.arange(ramp[-1], total_examples, window)]))
+    rest = max(0, total_examples - int(ramp[-1]))
+    count = max(1, -(-rest // window))
+    # equal windows (to within one position), not full ones and a short last one: segments of as many
+    # windows are then equal too, and no CPU ends the stream on a long segment while another idles
+    after = ramp[-1] + np.arange(count, dtype=np.int64) * rest // count
+    starts = np.unique(np.concatenate([ramp[:-1], after]))
     return starts[starts < total_examples].astype(np.int64)
 
 

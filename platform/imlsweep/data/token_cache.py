@@ -189,12 +189,14 @@ def add_rows(uri: str, key: str, task_id: str, new: pa.Table) -> None:
 
 
 def merged(entry: pa.Table | None, new: pa.Table) -> pa.Table:
-    """An entry's rows and `new` ones, by position (a position in both has the same ids either way)."""
-    if entry is not None:
-        keep = ~np.isin(entry.column("position").to_numpy(), new.column("position").to_numpy())
-        new = pa.concat_tables([entry.replace_schema_metadata(None).filter(keep), new])
-    positions = new.column("position").to_numpy()
-    return new if np.all(positions[1:] > positions[:-1]) else new.take(np.argsort(positions, kind="stable"))
+    """An entry's rows and `new` ones, by position (a position in both has the same ids either way: the
+    new row is kept), in one take."""
+    table = new if entry is None else pa.concat_tables([entry.replace_schema_metadata(None), new])
+    positions = table.column("position").to_numpy()
+    if np.all(positions[1:] > positions[:-1]):
+        return table
+    _, last = np.unique(positions[::-1], return_index=True)  # each position's last row, by position
+    return table.take(len(positions) - 1 - last)
 
 
 def held_mask(held: np.ndarray, wanted: np.ndarray) -> np.ndarray:
