@@ -101,6 +101,36 @@ def test_windows_begin_small_and_segments_hold_their_windows_only():
     assert drawn == set(range(total))
 
 
+def test_full_segments_pair_up_and_carry_their_partners_draws():
+    """After the ramp, segments pair up in stream order; each carries, per source, its partner's draws
+    (to tokenize them when it reads the task), and the second of a pair lists its sources in reverse."""
+    from imlsweep.data.pipeline import segment_items, segment_partner, segment_starts
+
+    rng = np.random.default_rng(1)
+    total, window = 3000, 64
+    sources = rng.integers(0, 9, total)
+    items = [{"source": s, "positions": rng.integers(0, 80, (sources == s).sum()),
+              "orders": rng.permutation(np.flatnonzero(sources == s))} for s in range(9)]
+    starts = segment_starts(total, window, 3)
+    segments = segment_items(items, starts)
+    assert [segment_partner(k, 2, 7) for k in range(7)] == [None, None, 3, 2, 5, 4, None]
+
+    def draws(segment, source):
+        where = np.flatnonzero(segment["source"] == source)
+        if not len(where):
+            return []
+        bounds = segment["bounds"]
+        return sorted(segment["positions"][bounds[where[0]]:bounds[where[0] + 1]].tolist())
+
+    for number, segment in enumerate(segments):
+        partner = segment_partner(number, 2, len(segments))
+        listed = segment["source"].tolist()
+        assert listed == sorted(listed, reverse=partner is not None and partner < number)
+        for i, source in enumerate(listed):
+            carried = segment["partner_positions"][segment["partner_bounds"][i]:segment["partner_bounds"][i + 1]]
+            assert sorted(carried.tolist()) == (draws(segments[partner], source) if partner is not None else [])
+
+
 def test_a_segment_hands_on_each_window_as_it_is_packed(sample_corpus, tmp_path):
     """A segment's rows leave window by window (Ray Data cuts them into blocks), never as one table of
     the whole segment."""
@@ -121,6 +151,32 @@ def test_a_segment_hands_on_each_window_as_it_is_packed(sample_corpus, tmp_path)
     in_segment = windows[(windows >= starts[2]) & (windows < starts[3])]
     assert len(in_segment) == 3
     assert [table.column("packed_index")[0].as_py() for table in tables] == in_segment.tolist()
+
+
+def test_the_first_of_a_pair_tokenizes_its_partners_draws(sample_corpus, tmp_path):
+    """A segment that reads a task adds its partner's draws of it to the task's entry: the partner finds
+    every one of them held and does not read the task file again."""
+    from imlsweep.data import token_cache
+    from imlsweep.data.pipeline import segment_items, segment_rows, segment_starts, window_starts
+    from imlsweep.data.stream import source_items
+
+    plan = plan_mixture(MIXTURE, open_corpus(str(sample_corpus)).manifest)
+    windows = window_starts(plan.total_examples, 16)
+    first, second = segment_items(source_items(plan, MIXTURE), segment_starts(plan.total_examples, 16, 1))[2:4]
+    pack = {"pad_id": cached_tokenizer("tiny").pad_token_id, "seed": MIXTURE.seed, "max_len": MIXTURE.max_length}
+    list(segment_rows({key: [value] for key, value in first.items()}, pack=pack, plan=plan, mixture=MIXTURE,
+                      corpus_dir=str(sample_corpus), tokenizer_name="tiny", model_kind="causal",
+                      window_starts=windows, cache=str(tmp_path)))
+    shared = set(first["source"].tolist()) & set(second["source"].tolist())
+    assert shared
+    for i, index in enumerate(second["source"].tolist()):
+        task_id = plan.sources[index].source_id
+        key = token_cache.source_key(task_id, MIXTURE, str(sample_corpus), "tiny")
+        entry = token_cache.read_entry(token_cache.entry_uri(str(tmp_path), key), key)
+        assert (entry is not None) == (index in shared)
+        if entry is not None:
+            wanted = second["positions"][second["bounds"][i]:second["bounds"][i + 1]]
+            assert set(wanted.tolist()) <= set(entry.column("position").to_pylist())
 
 
 def test_packed_labels_mask_exactly_the_sources(packed_rows, sample_corpus):

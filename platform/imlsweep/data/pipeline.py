@@ -2,18 +2,20 @@
 (seq2seq with `pack_seq2seq`) or token pairs (seq2seq).
 
     plan (driver, manifest only) -> the stream cut into packing windows of stream positions (two
-    small ones first, then PACK_WINDOW each) and into segments (each small window alone, so that the
-    first rows leave early; then SEGMENT_WINDOWS windows each); one work item per segment: each
-    source's drawn pool positions landing in it
+    small ones first, then equal ones of at most PACK_WINDOW) and into segments (each small window
+    alone, so that the first rows leave early; then SEGMENT_WINDOWS windows each); one work item per
+    segment: each source's drawn pool positions landing in it, and its partner segment's
     -> map_batches, one segment per task: its tasks' tokens from the token cache (the positions it
-       lacks read, rendered, tokenized and added to the cache, shared parts once per task), then
+       lacks read, rendered, tokenized and added to the cache with the partner's, shared parts once
+       per task), then
        decoder-only: pack each window;  seq2seq: pack each window's pairs, or the pairs in stream order;
        each window handed on as it is packed, in blocks of about BLOCK_BYTES
     -> handed on in segment order (preserve_order)
 
 No step needs the whole stream: a segment's packed rows leave as soon as its examples are tokenized,
 and the memory held is that of the segments in flight (a few per CPU), whatever the stream's length.
-The price is that each segment opens again the cache entries (or the task files) it draws from.
+The price is that each segment opens again the cache entries it draws from; the task files are read
+about once per pair of segments (`segment_partner`).
 
 Every random choice comes from the mixture's seed, and packing works on fixed windows of stream
 positions, so the rows and their order depend neither on the segment size nor on how Ray schedules the
@@ -70,21 +72,23 @@ def check_model_kind(model_kind: str) -> None:
 def tokenize_sources(batch: dict[str, np.ndarray], *, plan: MixturePlan, mixture: MixtureConfig, corpus_dir: str,
                      tokenizer_name: str, model_kind: ModelKind, window_starts: np.ndarray, cache: str) -> pa.Table:
     """The tokens of every draw of the sources in `batch` (a corpus task's through the token cache at
-    `cache`), each with its stream position (`order`) and packing window. The columns are built once for
-    all the sources: a segment draws from thousands of tasks, a few examples each."""
+    `cache`, with its partner segment's draws when it has to be tokenized: `partner_positions`), each
+    with its stream position (`order`) and packing window. The columns are built once for all the
+    sources: a segment draws from thousands of tasks, a few examples each."""
     from imlsweep.data.tokenizer import cached_tokenizer
 
     eos = cached_tokenizer(tokenizer_name).eos_token_id
     sources: list[Sequence[int]] = []
     targets: list[Sequence[int]] = []
     loss_on_source: list[bool] = []  # per draw: plain-text add-ons train on the whole sequence
-    for index, positions in zip(batch["source"], batch["positions"]):
+    partners = batch.get("partner_positions") or [None] * len(batch["source"])
+    for index, positions, partner_positions in zip(batch["source"], batch["positions"], partners):
         source = plan.sources[int(index)]
         if is_text_addon(source):
             drawn_sources, drawn_targets = text_tokens(source, positions, mixture, tokenizer_name)
         else:
-            drawn_sources, drawn_targets = cached_task_tokens(source, positions, mixture, corpus_dir,
-                                                              tokenizer_name, cache)
+            drawn_sources, drawn_targets = cached_task_tokens(source, positions, mixture, corpus_dir, tokenizer_name,
+                                                              cache, also=partner_positions)
         sources += drawn_sources
         targets += drawn_targets
         loss_on_source += [source.loss == "sequence"] * len(drawn_sources)
@@ -186,24 +190,46 @@ def segment_starts(total_examples: int, window: int, segment_windows: int) -> np
     return np.concatenate([windows[:ramp], windows[ramp::segment_windows]])
 
 
+def segment_partner(segment: int, first_full: int, count: int) -> int | None:
+    """The full segments pair up in stream order ((first, first + 1), (first + 2, first + 3), ...): a
+    segment tokenizing a task also tokenizes its partner's draws of it, so that the task file is read
+    once for the two. The ramp's segments have none (their rows are the first to leave)."""
+    if segment < first_full:
+        return None
+    partner = first_full + ((segment - first_full) ^ 1)
+    return partner if partner < count else None
+
+
 def segment_items(items: list[dict[str, Any]], starts: np.ndarray) -> list[dict[str, Any]]:
     """The per-source work items cut at the segment `starts` (stream positions): one item per segment,
     holding the sources with draws in it (`bounds` delimit each source's share of the flat `positions`
-    and `orders`). Pure: the rows of a segment do not depend on how the others are cut."""
-    parts: list[list[tuple[int, np.ndarray, np.ndarray]]] = [[] for _ in starts]
+    and `orders`) and, per source, its partner segment's draws (`partner_bounds`, `partner_positions`;
+    `segment_partner`). The second of a pair lists its sources in reverse, so that the two, running at
+    once, meet in the middle instead of both reading every task. Pure: the rows of a segment depend
+    neither on how the others are cut nor on who tokenizes what."""
+    parts: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [{} for _ in starts]
     for item in items:
         order = np.argsort(item["orders"], kind="stable")
         positions, orders = item["positions"][order], item["orders"][order]
         cuts = np.searchsorted(orders, starts[1:])
         for segment, (p, o) in enumerate(zip(np.split(positions, cuts), np.split(orders, cuts))):
             if len(o):
-                parts[segment].append((item["source"], p, o))
-    return [{"segment": segment,
-             "source": np.array([source for source, _, _ in part], dtype=np.int64),
-             "bounds": np.cumsum([0] + [len(o) for _, _, o in part]).astype(np.int64),
-             "positions": np.concatenate([p for _, p, _ in part]).astype(np.int64),
-             "orders": np.concatenate([o for _, _, o in part]).astype(np.int64)}
-            for segment, part in enumerate(parts)]
+                parts[segment][int(item["source"])] = (p, o)
+    first_full = len(RAMP_SHIFTS) if len(starts) > 1 else len(starts)
+    segments = []
+    for segment, part in enumerate(parts):
+        partner = segment_partner(segment, first_full, len(starts))
+        sources = sorted(part, reverse=partner is not None and partner < segment)
+        theirs = [parts[partner].get(source, (np.zeros(0, np.int64),))[0] if partner is not None
+                  else np.zeros(0, np.int64) for source in sources]
+        segments.append({
+            "segment": segment, "source": np.array(sources, dtype=np.int64),
+            "bounds": np.cumsum([0] + [len(part[source][1]) for source in sources]).astype(np.int64),
+            "positions": np.concatenate([part[source][0] for source in sources] + [np.zeros(0)]).astype(np.int64),
+            "orders": np.concatenate([part[source][1] for source in sources] + [np.zeros(0)]).astype(np.int64),
+            "partner_bounds": np.cumsum([0] + [len(p) for p in theirs]).astype(np.int64),
+            "partner_positions": np.concatenate(theirs + [np.zeros(0)]).astype(np.int64)})
+    return segments
 
 
 def segment_rows(batch: dict[str, np.ndarray], *, pack: dict[str, int] | None, **tokenize: Any) -> Iterator[pa.Table]:
@@ -212,11 +238,14 @@ def segment_rows(batch: dict[str, np.ndarray], *, pack: dict[str, int] | None, *
     unpacked) the pairs in stream order. Yielding window by window lets Ray Data cut the segment's output
     into blocks of `BLOCK_BYTES` instead of holding it whole."""
     tables = []
-    for sources, bounds, positions, orders in zip(batch["source"], batch["bounds"], batch["positions"],
-                                                  batch["orders"]):
+    for sources, bounds, positions, orders, partner_bounds, partner_positions in zip(
+            *(batch[key] for key in ("source", "bounds", "positions", "orders", "partner_bounds", "partner_positions"))):
         spans = list(zip(bounds[:-1], bounds[1:]))
+        partner_spans = zip(partner_bounds[:-1], partner_bounds[1:])
         tables.append(tokenize_sources({"source": sources, "positions": [positions[a:b] for a, b in spans],
-                                        "orders": [orders[a:b] for a, b in spans]}, **tokenize))
+                                        "orders": [orders[a:b] for a, b in spans],
+                                        "partner_positions": [partner_positions[a:b] for a, b in partner_spans]},
+                                       **tokenize))
     examples = pa.concat_tables(tables).combine_chunks()
     del tables  # combine_chunks copied them: the segment's examples are held once
     by_order = np.argsort(examples.column("order").to_numpy(), kind="stable")

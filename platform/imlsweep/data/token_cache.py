@@ -8,7 +8,8 @@ trial's seed draws per example, which reference is the target, is drawn when the
 seeds share the entry. The seed enters the key only where the rendered source itself depends on it:
 demonstrations (drawn per task) and bipartite's delimiter (drawn per example).
 
-An entry holds the positions trials have drawn so far; a trial that draws more tokenizes only those and
+An entry holds the positions trials have drawn so far (and those the segment paired with the reader
+draws: `cached_task_tokens`' `also`); a trial that draws more tokenizes only those and
 writes the entry back with them, merged with what the file holds at that moment (so a concurrent
 writer's rows are rarely lost, and a lost row is only tokenized again). Entries are written aside and
 renamed over (a reader sees a whole entry or none; two writers of one entry leave one whole entry).
@@ -278,9 +279,11 @@ class TaskTokens:
 
 
 def cached_task_tokens(source: SourcePlan, positions: np.ndarray, mixture: MixtureConfig, corpus_dir: str,
-                       tokenizer_name: str, location: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+                       tokenizer_name: str, location: str,
+                       also: np.ndarray | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(source ids, target ids) of each draw of a corpus task: read from its entry, the positions the
-    entry lacks tokenized and added to it."""
+    entry lacks tokenized and added to it. When the task has to be read anyway, the positions `also`
+    lacks are tokenized with them (another segment's draws: it will find them held)."""
     key = source_key(source.source_id, mixture, corpus_dir, tokenizer_name)
     uri = entry_uri(location, key)
     entry = read_entry(uri, key)
@@ -289,6 +292,9 @@ def cached_task_tokens(source: SourcePlan, positions: np.ndarray, mixture: Mixtu
     missing = wanted[~held_mask(held, wanted)]
     parts = [entry] if entry is not None else []
     if len(missing):
+        if also is not None and len(also):
+            ahead = np.unique(also)
+            missing = np.union1d(missing, ahead[~held_mask(held, ahead)])
         new = tokenize_rows(source, missing.tolist(), mixture, corpus_dir, tokenizer_name)
         parts.append(new)
         add_rows(uri, key, source.source_id, new)
