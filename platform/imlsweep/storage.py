@@ -63,6 +63,12 @@ def write_text(uri: str, text: str) -> None:
 
 def read_bytes(uri: str) -> bytes | None:
     """The file's content, or None when it does not exist."""
+    if not is_remote(uri):  # a local file directly: a cache entry is read thousands of times a trial
+        try:
+            with open(os.path.expanduser(uri), "rb") as handle:
+                return handle.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
     filesystem, path = resolve(uri)
     if filesystem.get_file_info(path).type != pafs.FileType.File:
         return None

@@ -252,11 +252,9 @@ class TaskTokens:
 
     @classmethod
     def of(cls, table: pa.Table) -> TaskTokens:
-        sources = table.column("source_ids").combine_chunks()
-        references = table.column("reference_ids").combine_chunks()
-        flat = references.flatten()
-        return cls(positions=table.column("position").to_numpy(),
-                   example_ids=table.column("example_id").combine_chunks(),
+        sources, references = (one_chunk(table.column(name)) for name in ("source_ids", "reference_ids"))
+        flat = references.values  # an entry's list arrays start at offset 0: values are the flat lists
+        return cls(positions=table.column("position").to_numpy(), example_ids=one_chunk(table.column("example_id")),
                    source_values=sources.values.to_numpy(), source_offsets=sources.offsets.to_numpy(),
                    reference_starts=references.offsets.to_numpy(), reference_values=flat.values.to_numpy(),
                    reference_offsets=flat.offsets.to_numpy())
@@ -267,15 +265,21 @@ class TaskTokens:
         from imlsweep.data.render import target_index
 
         rows = np.searchsorted(self.positions, positions)
-        chosen = {}
-        for row in np.unique(rows):
-            count = int(self.reference_starts[row + 1] - self.reference_starts[row])
-            pick = target_index(count, seed, task_id, self.example_ids[row].as_py()) if count > 1 else 0
-            chosen[row] = self.reference_starts[row] + pick
-        sources = [self.source_values[self.source_offsets[r]:self.source_offsets[r + 1]].copy() for r in rows]
-        targets = [self.reference_values[self.reference_offsets[chosen[r]]:self.reference_offsets[chosen[r] + 1]].copy()
-                   for r in rows]
-        return sources, targets
+        chosen = self.reference_starts[rows]  # each draw's first reference, then the seed's pick where it has more
+        counts = self.reference_starts[rows + 1] - chosen
+        for i in np.flatnonzero(counts > 1).tolist():
+            chosen[i] += target_index(int(counts[i]), seed, task_id, self.example_ids[int(rows[i])].as_py())
+        return (slices(self.source_values, self.source_offsets[rows].tolist(), self.source_offsets[rows + 1].tolist()),
+                slices(self.reference_values, self.reference_offsets[chosen].tolist(),
+                       self.reference_offsets[chosen + 1].tolist()))
+
+
+def one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def slices(values: np.ndarray, starts: list[int], ends: list[int]) -> list[np.ndarray]:
+    return [values[start:end].copy() for start, end in zip(starts, ends)]
 
 
 def cached_task_tokens(source: SourcePlan, positions: np.ndarray, mixture: MixtureConfig, corpus_dir: str,
