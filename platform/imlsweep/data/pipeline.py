@@ -216,20 +216,25 @@ def segment_items(items: list[dict[str, Any]], starts: np.ndarray) -> list[dict[
             if len(o):
                 parts[segment][int(item["source"])] = (p, o)
     first_full = len(RAMP_SHIFTS) if len(starts) > 1 else len(starts)
+    none = np.zeros(0, np.int64)
     segments = []
     for segment, part in enumerate(parts):
         partner = segment_partner(segment, first_full, len(starts))
+        partner_part = parts[partner] if partner is not None else {}
         sources = sorted(part, reverse=partner is not None and partner < segment)
-        theirs = [parts[partner].get(source, (np.zeros(0, np.int64),))[0] if partner is not None
-                  else np.zeros(0, np.int64) for source in sources]
-        segments.append({
-            "segment": segment, "source": np.array(sources, dtype=np.int64),
-            "bounds": np.cumsum([0] + [len(part[source][1]) for source in sources]).astype(np.int64),
-            "positions": np.concatenate([part[source][0] for source in sources] + [np.zeros(0)]).astype(np.int64),
-            "orders": np.concatenate([part[source][1] for source in sources] + [np.zeros(0)]).astype(np.int64),
-            "partner_bounds": np.cumsum([0] + [len(p) for p in theirs]).astype(np.int64),
-            "partner_positions": np.concatenate(theirs + [np.zeros(0)]).astype(np.int64)})
+        positions = [part[source][0] for source in sources]
+        orders = [part[source][1] for source in sources]
+        theirs = [partner_part.get(source, (none,))[0] for source in sources]
+        segments.append({"segment": segment, "source": np.array(sources, dtype=np.int64),
+                         "bounds": flat_bounds(orders), "positions": np.concatenate([none, *positions]),
+                         "orders": np.concatenate([none, *orders]),
+                         "partner_bounds": flat_bounds(theirs), "partner_positions": np.concatenate([none, *theirs])})
     return segments
+
+
+def flat_bounds(arrays: list[np.ndarray]) -> np.ndarray:
+    """Where each array begins in their concatenation, and where the last ends."""
+    return np.cumsum([0] + [len(array) for array in arrays]).astype(np.int64)
 
 
 def segment_rows(batch: dict[str, np.ndarray], *, pack: dict[str, int] | None, **tokenize: Any) -> Iterator[pa.Table]:
