@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 import yaml
+from processes import kill_session
 
 from imlsweep import storage
 from imlsweep.sweep.state import trial_files
@@ -116,13 +116,13 @@ def driver_env(s3_env: dict[str, str], cache: Path) -> dict[str, str]:
 
 
 def imlsweep(args: list[str], env: dict[str, str], timeout_s: float = 240) -> subprocess.CompletedProcess:
-    """Run the CLI in its own process group; on a timeout, kill the group (the local Ray it started)."""
+    """Run the CLI in its own session; on a timeout, kill the session (the local Ray it started)."""
     process = subprocess.Popen(IMLSWEEP + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     try:
         stdout, stderr = process.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        kill_session(process)
         process.communicate()
         raise
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from processes import kill_session
 from wandb_files import offline_runs
 
 from imlsweep.cli import main
@@ -36,15 +36,6 @@ def driver_env() -> dict[str, str]:
                RAY_raylet_start_wait_time_s="120")  # a busy CI machine starts Ray slowly
     env.pop("RAY_ADDRESS", None)
     return env
-
-
-def kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL the driver and the local Ray instance it started (its own process group)."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
 
 
 def wait_for(predicate, timeout_s: float, process: subprocess.Popen) -> None:
@@ -78,7 +69,7 @@ def killed_and_resumed(sample_corpus, tmp_path_factory):
     try:
         wait_for(lambda: any(sweep_dir.glob("*/trial_result.json")) and training_with_checkpoint(sweep_dir), 240, driver)
     finally:
-        kill_group(driver)
+        kill_session(driver)
     finished = {path.parent.name: path.read_text() for path in sweep_dir.glob("*/trial_result.json")}
     assert training_with_checkpoint(sweep_dir), "the driver was killed while a trial trained"
     resumed = subprocess.run(IMLSWEEP + ["sweep", "resume", str(sweep_dir), "--json"], env=driver_env(),
