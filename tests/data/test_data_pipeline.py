@@ -171,7 +171,7 @@ def test_the_first_of_a_pair_tokenizes_its_partners_draws(sample_corpus, tmp_pat
     assert shared
     for i, index in enumerate(second["source"].tolist()):
         task_id = plan.sources[index].source_id
-        key = token_cache.source_key(task_id, MIXTURE, str(sample_corpus), "tiny")
+        key = token_cache.source_key(task_id, str(sample_corpus), token_cache.settings_key(MIXTURE, "tiny"))
         entry = token_cache.read_entry(token_cache.entry_uri(str(tmp_path), key), key)
         assert (entry is not None) == (index in shared)
         if entry is not None:
@@ -286,3 +286,26 @@ def test_equal_batch_counts_per_worker_with_two_ray_train_workers(ray_local, sam
     trainer.fit()
     counts = [json.loads((out_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert counts[0] == counts[1] and counts[0][0] > 0 and counts[0][0] == counts[0][1]
+
+
+def test_the_streams_executors_ask_for_their_limits_early(ray_local, sample_corpus):
+    """Ray Data runs one task at a time until its executor knows its resource limits: where the stream is
+    built and in the split coordinator Ray Train iterates it from, they are asked for every LIMITS_REFRESH_S
+    instead of once a second."""
+    import ray
+    from ray.data._internal.execution.resource_manager import ResourceManager
+
+    from imlsweep.data.pipeline import LIMITS_REFRESH_S, build_train_dataset
+
+    dataset = build_train_dataset(MIXTURE, sample_corpus, "tiny", "causal")
+    assert ResourceManager.GLOBAL_LIMITS_UPDATE_INTERVAL_S == LIMITS_REFRESH_S
+    split = dataset.streaming_split(1, equal=True)[0]
+    rows = sum(len(batch["packed_index"]) for batch in split.iter_batches(batch_format="numpy"))
+    assert rows == dataset.count() > 0
+
+    def interval(coordinator) -> float:  # runs inside the coordinator actor
+        from ray.data._internal.execution.resource_manager import ResourceManager
+
+        return ResourceManager.GLOBAL_LIMITS_UPDATE_INTERVAL_S
+
+    assert ray.get(split._coord_actor.__ray_call__.remote(interval)) == LIMITS_REFRESH_S

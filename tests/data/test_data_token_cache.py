@@ -63,17 +63,22 @@ def test_an_entry_grows_by_the_positions_a_later_trial_draws(sample_corpus, tmp_
 def test_every_part_of_the_key_invalidates(sample_corpus, tmp_path):
     task = task_items(MIXTURE, sample_corpus)[0][0].source_id
     content = token_cache.task_digest(str(sample_corpus), task)
-    tiny = token_cache.tokenizer_identity("tiny")
+    extended = cached_tokenizer("tiny")
+    extended.save_pretrained(tmp_path / "extended")
+    extended = cached_tokenizer(str(tmp_path / "extended"))
+    extended.add_tokens(["<extra>"])
+    extended.save_pretrained(tmp_path / "extended")
+    cached_tokenizer.cache_clear()
 
-    def key(changes=None, task_content=content, tokenizer=tiny):
+    def key(changes=None, task_content=content, tokenizer="tiny"):
         mixture = MixtureConfig(**{**MIXTURE.model_dump(), **(changes or {})})
-        return token_cache.entry_key(task, task_content, token_cache.rendering_settings(mixture), tokenizer)
+        return token_cache.entry_key(task, task_content, token_cache.settings_key(mixture, tokenizer))
 
     changed = [key(task_content="0" * 32), key({"encoding": {"num_pos_examples": 1}}),
                key({"encoding": {"name": "no_instruction"}}), key({"demonstrations": {"shots": 2}}),
                key({"max_source_length": 64}), key({"train_split": "validation"}),
                key({"seed": 6}),  # demonstrations are drawn with the seed
-               key(tokenizer="f" * 32)]
+               key(tokenizer=str(tmp_path / "extended"))]
     assert key({"seed": 6, "demonstrations": {"shots": 0}}) == key({"seed": 7, "demonstrations": {"shots": 0}})
     assert len({key(), *changed}) == len(changed) + 1
     # the key follows the file's content, whoever reads it
@@ -133,7 +138,7 @@ def test_a_damaged_entry_is_rebuilt_not_read(sample_corpus, tmp_path, damage):
         cached(other, other_positions, sample_corpus, tmp_path / "other")
         [foreign] = entry_files(tmp_path / "other")
         entry.write_bytes(foreign.read_bytes())
-    key = token_cache.source_key(source.source_id, MIXTURE, str(sample_corpus), "tiny")
+    key = token_cache.source_key(source.source_id, str(sample_corpus), token_cache.settings_key(MIXTURE, "tiny"))
     assert token_cache.read_entry(str(entry), key) is None
     again = cached(source, positions, sample_corpus, location)
     assert as_lists(again[0]) == as_lists(expected[0]) and as_lists(again[1]) == as_lists(expected[1])
@@ -146,7 +151,7 @@ def test_a_write_keeps_the_rows_another_writer_added_meanwhile(sample_corpus, tm
     source, positions = task_items(MIXTURE, sample_corpus)[0]
     distinct = sorted(set(map(int, positions)))
     assert len(distinct) >= 2
-    key = token_cache.source_key(source.source_id, MIXTURE, str(sample_corpus), "tiny")
+    key = token_cache.source_key(source.source_id, str(sample_corpus), token_cache.settings_key(MIXTURE, "tiny"))
     uri = token_cache.entry_uri(str(tmp_path), key)
     first, second = (token_cache.tokenize_rows(source, part, MIXTURE, str(sample_corpus), "tiny")
                      for part in (distinct[::2], distinct[1::2]))
@@ -184,7 +189,7 @@ def test_two_processes_building_one_entry_leave_one_whole_entry(sample_corpus, t
     with multiprocessing.get_context("fork").Pool(2) as pool:
         assert pool.map(build_entry, [(source, positions, sample_corpus, tmp_path)] * 4) == [True] * 4
     [entry] = entry_files(tmp_path)  # no file written aside is left
-    key = token_cache.source_key(source.source_id, MIXTURE, str(sample_corpus), "tiny")
+    key = token_cache.source_key(source.source_id, str(sample_corpus), token_cache.settings_key(MIXTURE, "tiny"))
     assert token_cache.read_entry(str(entry), key).num_rows == len(set(map(int, positions)))
 
 

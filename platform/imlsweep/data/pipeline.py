@@ -40,7 +40,7 @@ from imlsweep.data.packing import (IGNORE_INDEX, TokenizedExamples, causal_examp
                                    seq2seq_examples, unpack_rows, unpack_seq2seq_rows)
 from imlsweep.data.plan import MixturePlan, SourcePlan, plan_mixture
 from imlsweep.data.stream import is_text_addon, open_corpus, render_source, source_items
-from imlsweep.data.token_cache import cache_location, cached_task_tokens
+from imlsweep.data.token_cache import cache_location, cached_task_tokens, settings_key
 from imlsweep.errors import UserError
 
 if TYPE_CHECKING:
@@ -62,6 +62,25 @@ SEGMENT_WINDOWS = 4  # windows per work item: larger reads each task fewer times
 # object store's pages, mapped by the driver and every worker, from growing with the segments in flight.
 BLOCK_BYTES = 4 * 2**20
 SEQ2SEQ_COLUMNS = ("input_ids", "labels")
+# Ray Data's executor learns how many CPUs a stream may use from an autoscaling coordinator, asked at most
+# once a second, and the first ask's answer is read at the second: until then it runs one task at a time.
+# Every trial's stream would leave all CPUs but one idle for its first second (a third of a cached
+# 60k-example trial on 2 CPUs). Asking every LIMITS_REFRESH_S costs one small actor call each time.
+LIMITS_REFRESH_S = 0.1
+
+
+def refresh_limits_sooner() -> None:
+    """Have this process's Ray Data executors ask for their resource limits every LIMITS_REFRESH_S (a
+    class setting of Ray Data's resource manager; left alone where Ray Data no longer has it). Only
+    where Ray Data is loaded: importing it for this would slow every command that reads this module."""
+    import sys
+
+    if "ray.data" not in sys.modules:
+        return
+    from ray.data._internal.execution.resource_manager import ResourceManager
+
+    if getattr(ResourceManager, "GLOBAL_LIMITS_UPDATE_INTERVAL_S", 0) > LIMITS_REFRESH_S:
+        ResourceManager.GLOBAL_LIMITS_UPDATE_INTERVAL_S = LIMITS_REFRESH_S
 
 
 def check_model_kind(model_kind: str) -> None:
@@ -78,6 +97,7 @@ def tokenize_sources(batch: dict[str, np.ndarray], *, plan: MixturePlan, mixture
     from imlsweep.data.tokenizer import cached_tokenizer
 
     eos = cached_tokenizer(tokenizer_name).eos_token_id
+    settings = settings_key(mixture, tokenizer_name)  # once: a segment reads thousands of entries
     sources: list[Sequence[int]] = []
     targets: list[Sequence[int]] = []
     loss_on_source: list[bool] = []  # per draw: plain-text add-ons train on the whole sequence
@@ -88,7 +108,7 @@ def tokenize_sources(batch: dict[str, np.ndarray], *, plan: MixturePlan, mixture
             drawn_sources, drawn_targets = text_tokens(source, positions, mixture, tokenizer_name)
         else:
             drawn_sources, drawn_targets = cached_task_tokens(source, positions, mixture, corpus_dir, tokenizer_name,
-                                                              cache, also=partner_positions)
+                                                              cache, also=partner_positions, settings=settings)
         sources += drawn_sources
         targets += drawn_targets
         loss_on_source += [source.loss == "sequence"] * len(drawn_sources)
@@ -280,6 +300,7 @@ def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name:
     PACKED_SEQ2SEQ_COLUMNS; else rows of variable-length int64 input_ids and labels (+ order), in stream order."""
     import ray.data
 
+    refresh_limits_sooner()  # where the stream is iterated; Ray Train's split coordinator: at import, below
     check_model_kind(model_kind)
     if segment_windows < 1:
         raise UserError(f"segment_windows: must be at least 1, got {segment_windows}")
@@ -380,3 +401,8 @@ def padded_pair_batch(rows: list[tuple[np.ndarray, np.ndarray]], pad_token_id: i
         attention_mask[i, : len(ids)] = 1
         labels[i, : len(target)] = torch.from_numpy(np.array(target, dtype=np.int64))
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+# Ray Train iterates the stream in an actor of its own (the split coordinator), which imports this
+# module when it unpickles the stream's functions: its executor asks early too.
+refresh_limits_sooner()

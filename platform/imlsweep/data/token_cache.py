@@ -124,17 +124,22 @@ def rendering_settings(mixture: MixtureConfig) -> dict[str, Any]:
             "seed": mixture.seed if seeded else None}
 
 
-def entry_key(task_id: str, task_content: str, settings: dict[str, Any], tokenizer: str) -> str:
-    return digest(FORMAT, task_id, task_content, settings, tokenizer)
+def settings_key(mixture: MixtureConfig, tokenizer_name: str) -> str:
+    """A digest of what every entry of a trial shares: the format, rendering settings and tokenizer."""
+    return digest(FORMAT, rendering_settings(mixture), tokenizer_identity(tokenizer_name))
+
+
+def entry_key(task_id: str, task_content: str, settings: str) -> str:
+    """An entry's key: its task, the task file's content digest and the `settings_key`."""
+    return digest(task_id, task_content, settings)
 
 
 def entry_uri(location: str, key: str) -> str:
     return storage.join(location, key[:2], key + ENTRY_SUFFIX)
 
 
-def source_key(source_id: str, mixture: MixtureConfig, corpus_dir: str, tokenizer_name: str) -> str:
-    return entry_key(source_id, task_digest(corpus_dir, source_id), rendering_settings(mixture),
-                     tokenizer_identity(tokenizer_name))
+def source_key(source_id: str, corpus_dir: str, settings: str) -> str:
+    return entry_key(source_id, task_digest(corpus_dir, source_id), settings)
 
 
 def entry_bytes(table: pa.Table, metadata: dict[str, Any]) -> bytes:
@@ -283,26 +288,30 @@ def slices(values: np.ndarray, starts: list[int], ends: list[int]) -> list[np.nd
 
 
 def cached_task_tokens(source: SourcePlan, positions: np.ndarray, mixture: MixtureConfig, corpus_dir: str,
-                       tokenizer_name: str, location: str,
-                       also: np.ndarray | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+                       tokenizer_name: str, location: str, also: np.ndarray | None = None,
+                       settings: str | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(source ids, target ids) of each draw of a corpus task: read from its entry, the positions the
     entry lacks tokenized and added to it. When the task has to be read anyway, the positions `also`
-    lacks are tokenized with them (another segment's draws: it will find them held)."""
-    key = source_key(source.source_id, mixture, corpus_dir, tokenizer_name)
+    lacks are tokenized with them (another segment's draws: it will find them held). `settings`: the
+    trial's `settings_key`, when the caller reads many tasks."""
+    key = source_key(source.source_id, corpus_dir, settings or settings_key(mixture, tokenizer_name))
     uri = entry_uri(location, key)
     entry = read_entry(uri, key)
-    held = entry.column("position").to_numpy() if entry is not None else np.zeros(0, np.int64)
+    positions = np.asarray(positions)
+    tokens = TaskTokens.of(entry) if entry is not None else None
+    held = tokens.positions if tokens is not None else np.zeros(0, np.int64)
+    if tokens is not None and held_mask(held, positions).all():  # a cached task: every draw from its entry
+        return tokens.draws(positions, mixture.seed, source.source_id)
     wanted = np.unique(positions)
     missing = wanted[~held_mask(held, wanted)]
-    parts = [entry] if entry is not None else []
-    if len(missing):
-        if also is not None and len(also):
-            ahead = np.unique(also)
-            missing = np.union1d(missing, ahead[~held_mask(held, ahead)])
-        new = tokenize_rows(source, missing.tolist(), mixture, corpus_dir, tokenizer_name)
-        parts.append(new)
-        add_rows(uri, key, source.source_id, new)
-    return draws(parts, np.asarray(positions), mixture.seed, source.source_id)
+    if not len(missing):  # no draws
+        return [], []
+    if also is not None and len(also):
+        ahead = np.unique(also)
+        missing = np.union1d(missing, ahead[~held_mask(held, ahead)])
+    new = tokenize_rows(source, missing.tolist(), mixture, corpus_dir, tokenizer_name)
+    add_rows(uri, key, source.source_id, new)
+    return draws([entry, new] if entry is not None else [new], positions, mixture.seed, source.source_id)
 
 
 def draws(parts: list[pa.Table], positions: np.ndarray, seed: int,
@@ -391,10 +400,11 @@ def coverage(trials: Sequence[tuple[MixtureConfig, str, str, str]], bytes_per_ex
     needed: dict[tuple[str, str], np.ndarray] = {}
     for mixture, corpus_dir, tokenizer_name, location in trials:
         plan = plan_mixture(mixture, open_corpus(corpus_dir).manifest)
+        settings = settings_key(mixture, tokenizer_name)
         for item in source_items(plan, mixture):
             source = plan.sources[item["source"]]
             if not is_text_addon(source):
-                entry = (location, source_key(source.source_id, mixture, corpus_dir, tokenizer_name))
+                entry = (location, source_key(source.source_id, corpus_dir, settings))
                 needed[entry] = np.union1d(needed.get(entry, np.zeros(0, np.int64)), item["positions"])
     examples = sum(len(positions) for positions in needed.values())
     cached = held = stored = 0
