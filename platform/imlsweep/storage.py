@@ -76,6 +76,18 @@ def read_bytes(uri: str) -> bytes | None:
         return stream.read()
 
 
+def file_identity(uri: str) -> tuple[int, int, int] | None:
+    """(inode, size, modification time in ns) of a local file: a file written aside and renamed over it
+    changes them. None for a remote URI or a missing file."""
+    if is_remote(uri):
+        return None
+    try:
+        status = os.stat(os.path.expanduser(uri))
+    except OSError:
+        return None
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
 def read_text(uri: str) -> str | None:
     """The file's text, or None when it does not exist."""
     data = read_bytes(uri)

@@ -162,6 +162,31 @@ def test_a_write_keeps_the_rows_another_writer_added_meanwhile(sample_corpus, tm
     assert entry.num_rows == len(distinct) and entry.equals(token_cache.merged(first, second))
 
 
+def test_an_unchanged_entry_is_read_once_per_process_and_a_rewritten_one_again(sample_corpus, tmp_path):
+    """A process keeps the entries it read last (`RECENT`): an unchanged file is not read again, a file
+    renamed over it is, and past the byte limit the least recently read go first."""
+    source, positions = task_items(MIXTURE, sample_corpus)[0]
+    distinct = sorted(set(map(int, positions)))
+    key = token_cache.source_key(source.source_id, str(sample_corpus), token_cache.settings_key(MIXTURE, "tiny"))
+    uri = token_cache.entry_uri(str(tmp_path), key)
+    token_cache.add_rows(uri, key, source.source_id,
+                         token_cache.tokenize_rows(source, distinct[:1], MIXTURE, str(sample_corpus), "tiny"))
+    first = token_cache.read_tokens(uri, key)
+    assert token_cache.read_tokens(uri, key) is first  # from memory
+    token_cache.add_rows(uri, key, source.source_id,
+                         token_cache.tokenize_rows(source, distinct[1:], MIXTURE, str(sample_corpus), "tiny"))
+    again = token_cache.read_tokens(uri, key)
+    assert again is not first and again.positions.tolist() == distinct
+    recent = token_cache.RecentEntries(limit=250)
+    for name, size in [("a", 100), ("b", 100), ("c", 100)]:
+        recent.put(name, (1, size, 0), first, size)
+        recent.get("a", (1, 100, 0))  # a is read again each time: b, the least recently read, goes
+    assert list(recent.held) == ["c", "a"] and recent.size == 200
+    assert recent.get("a", (2, 100, 0)) is None  # another file under that name
+    recent.put("huge", (1, 300, 0), first, 300)
+    assert "huge" not in recent.held
+
+
 def test_a_merge_keeps_each_position_once_in_order_the_new_row_winning():
     import pyarrow as pa
 

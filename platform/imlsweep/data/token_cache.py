@@ -14,6 +14,11 @@ writes the entry back with them, merged with what the file holds at that moment 
 writer's rows are rarely lost, and a lost row is only tokenized again). Entries are written aside and
 renamed over (a reader sees a whole entry or none; two writers of one entry leave one whole entry).
 
+A process keeps the entries it read last, parsed (`RecentEntries`, up to RECENT_BYTES of entry
+files): a local entry whose file is unchanged is not read again, so the next trial whose segments land
+on the same Ray workers reads the cache from memory. An entry's ids for a position never change, so a
+kept copy can only lack rows a later writer added (and those are then read again).
+
 An entry file is an uncompressed Arrow IPC file behind a 20-byte header (magic, CRC-32 and length of
 the IPC bytes): a segment reads a few thousand entries, and this opens zero-copy in about a tenth of
 the time a Parquet file takes. The CRC and the key in the schema's metadata make a truncated, damaged
@@ -34,6 +39,7 @@ import sys
 import time
 import uuid
 import zlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -58,6 +64,9 @@ MAGIC = b"IMLTOKC2"
 TEMP_SUFFIX = ".tmp"  # storage.write_bytes' file written aside, before its rename
 STALE_TEMP_S = 3600  # a file written aside this long ago belongs to a writer that was killed
 METADATA_KEY = b"imlsweep.token_cache"
+# Entry bytes a process keeps parsed (`RecentEntries`): the entries of a 60k-example stream on the
+# 2000-task corpus (about 100 MB a segment's worker) fit; a longer stream's keep this bound.
+RECENT_BYTES = 128 * 2**20
 SCHEMA = pa.schema([("position", pa.int64()), ("example_id", pa.string()),
                     ("source_ids", pa.large_list(pa.int32())), ("reference_ids", pa.list_(pa.list_(pa.int32())))])
 
@@ -173,14 +182,60 @@ def entry_table(data: bytes, key: str) -> pa.Table:
 
 def read_entry(uri: str, key: str) -> pa.Table | None:
     """The entry's table, or None when it is missing, truncated, damaged or not the entry of `key`."""
+    tokens = read_tokens(uri, key)
+    return tokens.table if tokens is not None else None
+
+
+def read_tokens(uri: str, key: str) -> TaskTokens | None:
+    """The entry as flat arrays, or None when it is missing, truncated, damaged or not the entry of `key`;
+    from this process's `RECENT` entries when its file is unchanged since it was read."""
+    identity = storage.file_identity(uri)
+    recent = RECENT.get(uri, identity) if identity is not None else None
+    if recent is not None:
+        return recent
     data = storage.read_bytes(uri)
     if data is None:
         return None
     try:
-        return entry_table(data, key)
+        tokens = TaskTokens.of(entry_table(data, key))
     except (pa.ArrowException, OSError, ValueError, KeyError, TypeError) as error:
         print(f"token cache: {uri} is damaged ({error}); rebuilding it", file=sys.stderr)
         return None
+    if identity is not None and storage.file_identity(uri) == identity:  # the file read is the one stat saw
+        RECENT.put(uri, identity, tokens, len(data))
+    return tokens
+
+
+class RecentEntries:
+    """The entries this process read last, as flat arrays, up to `limit` bytes of entry files (the least
+    recently read go first). A local entry whose file is unchanged since (`storage.file_identity`: a
+    writer renames a new file over it) is not read again: Ray runs the segments of consecutive trials in
+    the same worker processes, and the trials of a sweep draw from the same entries."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held: OrderedDict[str, tuple[tuple[int, int, int], TaskTokens, int]] = OrderedDict()
+        self.size = 0
+
+    def get(self, uri: str, identity: tuple[int, int, int]) -> TaskTokens | None:
+        held = self.held.get(uri)
+        if held is None or held[0] != identity:
+            return None
+        self.held.move_to_end(uri)
+        return held[1]
+
+    def put(self, uri: str, identity: tuple[int, int, int], tokens: TaskTokens, size: int) -> None:
+        replaced = self.held.pop(uri, None)
+        self.size -= replaced[2] if replaced is not None else 0
+        if size > self.limit:
+            return
+        self.held[uri] = (identity, tokens, size)
+        self.size += size
+        while self.size > self.limit:
+            self.size -= self.held.popitem(last=False)[1][2]
+
+
+RECENT = RecentEntries(RECENT_BYTES)  # this process's: each Ray worker keeps its own
 
 
 def write_entry(uri: str, key: str, task_id: str, table: pa.Table) -> None:
@@ -245,8 +300,10 @@ def int32_lists(lists: Sequence[Sequence[int]]) -> pa.LargeListArray:
 @dataclass(frozen=True)
 class TaskTokens:
     """An entry as flat arrays: row i's source is source_values[source_offsets[i]:source_offsets[i + 1]];
-    its references are numbers reference_starts[i] .. reference_starts[i + 1] - 1 of reference_offsets."""
+    its references are numbers reference_starts[i] .. reference_starts[i + 1] - 1 of reference_offsets.
+    The arrays are views of `table`'s."""
 
+    table: pa.Table
     positions: np.ndarray
     example_ids: pa.Array
     source_values: np.ndarray
@@ -259,7 +316,7 @@ class TaskTokens:
     def of(cls, table: pa.Table) -> TaskTokens:
         sources, references = (one_chunk(table.column(name)) for name in ("source_ids", "reference_ids"))
         flat = references.values  # an entry's list arrays start at offset 0: values are the flat lists
-        return cls(positions=table.column("position").to_numpy(), example_ids=one_chunk(table.column("example_id")),
+        return cls(table=table, positions=table.column("position").to_numpy(), example_ids=one_chunk(table.column("example_id")),
                    source_values=sources.values.to_numpy(), source_offsets=sources.offsets.to_numpy(),
                    reference_starts=references.offsets.to_numpy(), reference_values=flat.values.to_numpy(),
                    reference_offsets=flat.offsets.to_numpy())
@@ -296,9 +353,8 @@ def cached_task_tokens(source: SourcePlan, positions: np.ndarray, mixture: Mixtu
     trial's `settings_key`, when the caller reads many tasks."""
     key = source_key(source.source_id, corpus_dir, settings or settings_key(mixture, tokenizer_name))
     uri = entry_uri(location, key)
-    entry = read_entry(uri, key)
+    tokens = read_tokens(uri, key)
     positions = np.asarray(positions)
-    tokens = TaskTokens.of(entry) if entry is not None else None
     held = tokens.positions if tokens is not None else np.zeros(0, np.int64)
     if tokens is not None and held_mask(held, positions).all():  # a cached task: every draw from its entry
         return tokens.draws(positions, mixture.seed, source.source_id)
@@ -311,16 +367,16 @@ def cached_task_tokens(source: SourcePlan, positions: np.ndarray, mixture: Mixtu
         missing = np.union1d(missing, ahead[~held_mask(held, ahead)])
     new = tokenize_rows(source, missing.tolist(), mixture, corpus_dir, tokenizer_name)
     add_rows(uri, key, source.source_id, new)
-    return draws([entry, new] if entry is not None else [new], positions, mixture.seed, source.source_id)
+    parts = [tokens, TaskTokens.of(new)] if tokens is not None else [TaskTokens.of(new)]
+    return draws(parts, positions, mixture.seed, source.source_id)
 
 
-def draws(parts: list[pa.Table], positions: np.ndarray, seed: int,
+def draws(parts: list[TaskTokens], positions: np.ndarray, seed: int,
           task_id: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(source ids, target ids) of each draw, each position's from the part (entry or new rows) holding it."""
     sources: list[np.ndarray] = [np.zeros(0, np.int32)] * len(positions)
     targets = list(sources)
-    for part in parts:
-        tokens = TaskTokens.of(part)
+    for tokens in parts:
         at = np.flatnonzero(held_mask(tokens.positions, positions))
         for i, source, target in zip(at, *tokens.draws(positions[at], seed, task_id)):
             sources[i], targets[i] = source, target
