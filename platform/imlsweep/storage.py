@@ -43,9 +43,10 @@ def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *parts])
 
 
-def write_bytes(uri: str, data: bytes) -> None:
+def write_bytes(uri: str, data: bytes) -> tuple[int, int, int] | None:
     """Write a whole file; readers see the old file or the new one, never a part of it. A local file is
-    written beside and renamed over; an object store replaces an object in one request anyway."""
+    written beside and renamed over (its `file_identity`, which the rename keeps, is returned); an object
+    store replaces an object in one request anyway."""
     filesystem, path = resolve(uri)
     parent, name = path.rsplit("/", 1)
     filesystem.create_dir(parent, recursive=True)
@@ -53,8 +54,11 @@ def write_bytes(uri: str, data: bytes) -> None:
     target = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp" if local else path  # one per writer: writers may race
     with filesystem.open_output_stream(target) as stream:
         stream.write(data)
-    if local:
-        filesystem.move(target, path)
+    if not local:
+        return None
+    identity = file_identity(target)
+    filesystem.move(target, path)
+    return identity
 
 
 def write_text(uri: str, text: str) -> None:

@@ -14,9 +14,9 @@ writes the entry back with them, merged with what the file holds at that moment 
 writer's rows are rarely lost, and a lost row is only tokenized again). Entries are written aside and
 renamed over (a reader sees a whole entry or none; two writers of one entry leave one whole entry).
 
-A process keeps the entries it read last, parsed (`RecentEntries`, up to RECENT_BYTES of entry
-files): a local entry whose file is unchanged is not read again, so the next trial whose segments land
-on the same Ray workers reads the cache from memory. An entry's ids for a position never change, so a
+A process keeps the entries it read or wrote last, parsed (`RecentEntries`, up to RECENT_BYTES of
+entry files): a local entry whose file is unchanged is not read again, so the next trial whose segments
+land on the same Ray workers reads the cache from memory. An entry's ids for a position never change, so a
 kept copy can only lack rows a later writer added (and those are then read again).
 
 An entry file is an uncompressed Arrow IPC file behind a 20-byte header (magic, CRC-32 and length of
@@ -207,8 +207,8 @@ def read_tokens(uri: str, key: str) -> TaskTokens | None:
 
 
 class RecentEntries:
-    """The entries this process read last, as flat arrays, up to `limit` bytes of entry files (the least
-    recently read go first). A local entry whose file is unchanged since (`storage.file_identity`: a
+    """The entries this process read or wrote last, as flat arrays, up to `limit` bytes of entry files
+    (the least recently used go first). A local entry whose file is unchanged since (`storage.file_identity`: a
     writer renames a new file over it) is not read again: Ray runs the segments of consecutive trials in
     the same worker processes, and the trials of a sweep draw from the same entries."""
 
@@ -240,7 +240,10 @@ RECENT = RecentEntries(RECENT_BYTES)  # this process's: each Ray worker keeps it
 
 def write_entry(uri: str, key: str, task_id: str, table: pa.Table) -> None:
     metadata = {"key": key, "task_id": task_id, "rows": table.num_rows, "format": FORMAT}
-    storage.write_bytes(uri, entry_bytes(table, metadata))
+    data = entry_bytes(table, metadata)
+    identity = storage.write_bytes(uri, data)
+    if identity is not None:  # kept as a read would keep it: the next segment on this worker reads it from memory
+        RECENT.put(uri, identity, TaskTokens.of(entry_table(data, key)), len(data))
 
 
 def add_rows(uri: str, key: str, task_id: str, new: pa.Table) -> None:
