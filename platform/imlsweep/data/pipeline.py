@@ -29,6 +29,7 @@ it has already trained on (the count it checkpointed).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -73,8 +74,6 @@ def refresh_limits_sooner() -> None:
     """Have this process's Ray Data executors ask for their resource limits every LIMITS_REFRESH_S (a
     class setting of Ray Data's resource manager; left alone where Ray Data no longer has it). Only
     where Ray Data is loaded: importing it for this would slow every command that reads this module."""
-    import sys
-
     if "ray.data" not in sys.modules:
         return
     from ray.data._internal.execution.resource_manager import ResourceManager

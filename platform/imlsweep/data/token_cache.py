@@ -243,7 +243,7 @@ def write_entry(uri: str, key: str, task_id: str, table: pa.Table) -> None:
     data = entry_bytes(table, metadata)
     identity = storage.write_bytes(uri, data)
     if identity is not None:  # kept as a read would keep it: the next segment on this worker reads it from memory
-        RECENT.put(uri, identity, TaskTokens.of(entry_table(data, key)), len(data))
+        RECENT.put(uri, identity, TaskTokens.of(table), len(data))
 
 
 def add_rows(uri: str, key: str, task_id: str, new: pa.Table) -> None:
