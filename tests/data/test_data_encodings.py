@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from imlsweep.data.encodings import OPT_IML_DELIMITERS, EncodingConfig, encode_prompt
-from imlsweep.data.tokenization import PromptTokenizer, segments, splices_exactly, token_ids
+from imlsweep.data import tokenization
+from imlsweep.data.tokenization import CHUNK, PromptTokenizer, chunk_memo, splices_exactly, token_ids
 from imlsweep.data.tokenizer import cached_tokenizer
 
 ANTONYMS = "task1508_wordnet_antonyms"
@@ -121,6 +122,44 @@ def test_token_counts_add_up_over_segments(superni_dir, superni_row):
         prompt = render(row, EncodingConfig(num_pos_examples=2, add_explanation=True))
         demos = prompt.shared.split("\n\n ")
         for pieces in ([prompt.shared, prompt.own], [*demos, " ", prompt.own], ["", " x ", prompt.own, "  "], [""]):
-            cut_pieces, carry = segments(pieces)
-            assert "".join(cut_pieces) + carry == "".join(pieces) and not carry.strip()
             assert encoder.count_tokens(pieces) == len(token_ids(tokenizer, ["".join(pieces)])[0]), (task.stem, pieces)
+
+
+def test_chunk_ids_joined_equal_the_whole_texts_ids(superni_dir, superni_row, monkeypatch):
+    """Every text of the SuperNI sample, cut into chunks whose ids come from the process's memo, gets
+    the ids the tokenizer gives it whole; also when the memo fills up and starts over."""
+    tokenizer = cached_tokenizer("tiny")
+    texts = []
+    for task in sorted((superni_dir / "tasks").glob("*.json")):
+        row = superni_row(task.stem)
+        prompt = render(row, EncodingConfig(num_pos_examples=2, add_explanation=True))
+        texts += [prompt.source, prompt.own, row["input"], *row["outputs"]]
+    assert all("".join(CHUNK.findall(text)) == text for text in texts)
+    # \x1c-\x1f are whitespace to Python, not to the pre-tokenizer's patterns: no cut before them
+    assert CHUNK.findall("a!\x1d\u00a0b \x1c") == ["a!\x1d", "\u00a0b", " \x1c"]
+    whole = token_ids(tokenizer, texts)
+    assert PromptTokenizer(tokenizer).chunked_ids(texts) == whole
+    assert 0 < len(chunk_memo(tokenizer)) <= tokenization.CHUNK_MEMO_SIZE
+    monkeypatch.setattr(tokenization, "CHUNK_MEMO_SIZE", 50)
+    assert [PromptTokenizer(tokenizer).chunked_ids([text])[0] for text in texts] == whole
+    assert len(chunk_memo(tokenizer)) <= 50 + max(len(CHUNK.findall(text)) for text in texts)
+
+
+def test_a_tokenizer_that_marks_word_starts_gets_whole_texts(superni_dir, superni_row):
+    """SentencePiece-style word-start marks (Metaspace) make chunk ids differ from the whole text's: such a
+    tokenizer is found out and tokenizes whole texts, with the same ids as the bare tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    rows = [superni_row(task.stem, i) for task in sorted((superni_dir / "tasks").glob("*.json")) for i in range(3)]
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.train_from_iterator([row["input"] for row in rows] + [row["definition"] for row in rows],
+                                trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+    assert not splices_exactly(tokenizer)
+    prompts = [render(row, EncodingConfig(), [rows[0]]) for row in rows]
+    encoder = PromptTokenizer(tokenizer)
+    assert encoder.encode(prompts) == (token_ids(tokenizer, [p.source for p in prompts]),
+                                       token_ids(tokenizer, [p.target for p in prompts]))
+    assert encoder.count_tokens([prompts[0].shared, prompts[0].own]) == len(token_ids(tokenizer, [prompts[0].source])[0])

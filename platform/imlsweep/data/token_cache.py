@@ -275,15 +275,14 @@ def tokenize_rows(source: SourcePlan, positions: Sequence[int], mixture: Mixture
     """An entry's rows for pool positions `positions` (ascending): rendered, tokenized."""
     from imlsweep.data.encodings import prompt_target
     from imlsweep.data.stream import render_task_rows
-    from imlsweep.data.tokenization import PromptTokenizer, token_ids
+    from imlsweep.data.tokenization import PromptTokenizer
     from imlsweep.data.tokenizer import cached_tokenizer
 
     encoder = PromptTokenizer(cached_tokenizer(tokenizer_name))
     rendered = render_task_rows(source, list(positions), mixture, corpus_dir, encoder)
     sources = encoder.encode_sources([prompt for _, prompt in rendered])
     counts = [len(row["outputs"]) for row, _ in rendered]
-    references = token_ids(encoder.tokenizer, [prompt_target(text, mixture.encoding)
-                                               for row, _ in rendered for text in row["outputs"]])
+    references = encoder.ids([prompt_target(text, mixture.encoding) for row, _ in rendered for text in row["outputs"]])
     bounds = np.cumsum([0, *counts])
     return pa.table({"position": pa.array(positions, type=pa.int64()),
                      "example_id": [row["example_id"] for row, _ in rendered],

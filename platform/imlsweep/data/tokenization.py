@@ -1,18 +1,28 @@
-"""Tokenizing prompts: the part shared by a task's examples is encoded once and spliced in.
+"""Tokenizing prompts: texts are cut into chunks whose ids join exactly, and each distinct chunk is
+tokenized once per process.
 
-Splicing is exact when a text is cut after its last non-space character: byte-level BPE
-pre-tokenizers always break between a non-space and a space, and merges never cross that break.
-`splices_exactly` checks a tokenizer on probe strings; one that fails (e.g. SentencePiece, which
-marks word starts) gets whole sources tokenized and counted instead.
+A byte-level BPE pre-tokenizer always breaks between a non-space character and a whitespace one, and
+its merges never cross a break: cut a text before every whitespace run that follows a non-space
+character (`CHUNK`: a chunk is a word with the whitespace before it) and the ids of the chunks, joined,
+are the ids of the text. `splices_exactly` checks a tokenizer on probe strings; one that fails (e.g.
+SentencePiece, which marks word starts) gets whole texts tokenized instead.
+
+A corpus repeats its words and its templates' text, so most chunks of an example were seen before: their
+ids come from a memo (`chunk_memo`, per tokenizer and process) and only new chunks reach the tokenizer,
+in one batch per call. On SuperNI-like examples this is about a fifth of the time the tokenizer takes on
+the same texts. The part a task's examples share (definition, demonstrations) is cut off at its last
+non-space character, tokenized once per task and spliced in front of each example's own part.
 
 The same cut makes token counts additive: the count of "a" + "b" is the count of a's head plus the
 count of a's trailing whitespace + "b". So superni_def_pos's length rule, which counts many strings
-made of the same task-level pieces, costs a dictionary lookup per piece instead of a tokenizer call.
+made of the same task-level pieces, costs a lookup per piece instead of a tokenizer call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import re
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 from transformers import PreTrainedTokenizerBase
@@ -24,11 +34,20 @@ SPLICE_PROBES = [
      "positive.\n\n", "Now complete the following example -\nInput: It was dull.\nOutput: "),
     ("Answer the question:\n\n", "What is 2 + 2?\nAnswer:"),
     ("Translate to French.  ", "  Hello, world!\tOK"),
+    ("", "It's 3.50\u00a0$ (naïve café) — don't\u2009stop;  x=[1, 2]\r\n\tdone?! "),
 ]
+# Whitespace as the tokenizers' pre-tokenizer patterns mean it (\s of Rust's regex: Unicode White_Space);
+# Python's own \s and str.strip also take \x1c-\x1f, which a pattern may glue to punctuation before them.
+WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+_SPACE = "[" + re.escape(WHITESPACE) + "]"
+CHUNK = re.compile(f"{_SPACE}*[^{re.escape(WHITESPACE)}]+|{_SPACE}+")
+# Distinct chunks a process keeps per tokenizer (a few hundred bytes each); the memo starts over when full.
+CHUNK_MEMO_SIZE = 1 << 18
 
 
 def splice_point(shared: str) -> int:
-    return len(shared.rstrip())
+    """Where a task's shared part is cut from what follows it: after its last non-space character."""
+    return len(shared.rstrip(WHITESPACE))
 
 
 def token_ids(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
@@ -41,29 +60,35 @@ def token_ids(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[
     return [encoding.ids for encoding in backend.encode_batch_fast(list(texts), add_special_tokens=False)]
 
 
+def joined(parts: Iterable[list[int]]) -> list[int]:
+    return list(itertools.chain.from_iterable(parts))
+
+
 @lru_cache(maxsize=8)
 def splices_exactly(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the tokenizer's ids of each probe equal its chunks' ids joined, and its shared part's
+    ids (cut at `splice_point`) joined with the rest's."""
     for shared, own in SPLICE_PROBES:
-        cut = splice_point(shared)
-        whole, head, tail = token_ids(tokenizer, [shared + own, shared[:cut], shared[cut:] + own])
-        if head + tail != whole:
+        text, cut = shared + own, splice_point(shared)
+        whole, head, tail, *chunks = token_ids(tokenizer, [text, text[:cut], text[cut:], *CHUNK.findall(text)])
+        if head + tail != whole or joined(chunks) != whole:
             return False
     return True
 
 
-def segments(pieces: Sequence[str]) -> tuple[list[str], str]:
-    """The concatenation of `pieces` cut after each piece's last non-space character (each piece's
-    trailing whitespace moves to the front of the next): the cut texts, and the whitespace left at the
-    end. The ids of the cut texts, joined, are the ids of the whole when what follows starts with that
-    whitespace."""
-    cut_pieces, carry = [], ""
-    for piece in pieces:
-        text = carry + piece
-        cut = splice_point(text)
-        if cut:
-            cut_pieces.append(text[:cut])
-        carry = text[cut:]
-    return cut_pieces, carry
+@lru_cache(maxsize=8)
+def chunk_memo(tokenizer: PreTrainedTokenizerBase) -> dict[str, list[int]]:
+    """This process's ids of the chunks it has tokenized with `tokenizer` (shared by every task)."""
+    return {}
+
+
+def head_length(prompt: Prompt) -> int:
+    """How much of the source goes with the shared part: up to its last non-space character when
+    whitespace follows there (a cut between two non-space characters could split a pre-token: then
+    nothing, and the whole source is cut into chunks)."""
+    cut = splice_point(prompt.shared)
+    after = prompt.source[cut:cut + 1]
+    return cut if not after or after in WHITESPACE else 0
 
 
 class PromptTokenizer:
@@ -75,47 +100,60 @@ class PromptTokenizer:
     def __init__(self, tokenizer: PreTrainedTokenizerBase):
         self.tokenizer = tokenizer
         self.splice = splices_exactly(tokenizer)
-        self.ids: dict[str, list[int]] = {}
+        self.known: dict[str, list[int]] = {}
         # the length rule counts the same task-level pieces before every example's own: counted once
         self.prefix_counts: dict[tuple[str, ...], tuple[int, str]] = {}
 
-    def remember(self, texts: Sequence[str]) -> None:
-        """Tokenize the texts not seen yet in one batched call."""
-        new = sorted({t for t in texts if t not in self.ids})
-        self.ids.update(zip(new, token_ids(self.tokenizer, new)))
+    def ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's ids, the texts not seen yet tokenized in one go (through their chunks when the
+        tokenizer splices)."""
+        new = sorted({t for t in texts if t not in self.known})
+        if new:
+            self.known.update(zip(new, self.chunked_ids(new) if self.splice else token_ids(self.tokenizer, new)))
+        return [self.known[t] for t in texts]
+
+    def chunked_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's ids joined from its chunks' ids; the chunks this process has not seen tokenized in
+        one batch."""
+        memo = chunk_memo(self.tokenizer)
+        chunked = [CHUNK.findall(text) for text in texts]
+        new = {chunk for chunks in chunked for chunk in chunks if chunk not in memo}
+        if len(memo) + len(new) > CHUNK_MEMO_SIZE:
+            memo.clear()  # bounded: start over, with this call's chunks
+            new = {chunk for chunks in chunked for chunk in chunks}
+        new_chunks = sorted(new)
+        memo.update(zip(new_chunks, token_ids(self.tokenizer, new_chunks)))
+        return [joined(map(memo.__getitem__, chunks)) for chunks in chunked]
 
     def remember_segments(self, texts: Sequence[str]) -> None:
         """A task's per-example segments that `count_tokens` will be asked for, in one batch (a
         tokenizer that does not splice counts whole strings, so there is nothing to prepare)."""
         if self.splice:
-            self.remember(texts)
-
-    def text_ids(self, text: str) -> list[int]:
-        if text not in self.ids:
-            self.remember([text])
-        return self.ids[text]
+            self.ids(texts)
 
     def count_tokens(self, pieces: Sequence[str]) -> int:
-        """Tokens of the concatenated pieces: summed over their `segments` when splicing is exact (the
-        pieces before the last are counted once per distinct sequence)."""
+        """Tokens of the concatenated pieces: when splicing is exact, the pieces before the last are cut
+        at their last non-space character and counted once per distinct sequence; the last is counted
+        with the whitespace carried over."""
         if not self.splice:
-            return len(self.text_ids("".join(pieces)))
+            return len(self.ids(["".join(pieces)])[0])
         prefix = tuple(pieces[:-1])
         if prefix not in self.prefix_counts:
-            cut_pieces, carry = segments(prefix)
-            self.remember(cut_pieces)
-            self.prefix_counts[prefix] = sum(len(self.ids[text]) for text in cut_pieces), carry
+            text = "".join(prefix)
+            cut = splice_point(text)
+            self.prefix_counts[prefix] = len(self.ids([text[:cut]])[0]), text[cut:]
         counted, carry = self.prefix_counts[prefix]
         last = carry + (pieces[-1] if pieces else "")
-        return counted + (len(self.text_ids(last)) if last else 0)
+        return counted + len(self.ids([last])[0])
 
     def encode(self, prompts: Sequence[Prompt]) -> tuple[list[list[int]], list[list[int]]]:
-        return self.encode_sources(prompts), token_ids(self.tokenizer, [p.target for p in prompts])
+        return self.encode_sources(prompts), self.ids([p.target for p in prompts])
 
     def encode_sources(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         if not self.splice:
-            return token_ids(self.tokenizer, [p.source for p in prompts])
-        heads = [p.shared[: splice_point(p.shared)] for p in prompts]
-        tails = [p.source[len(h):] for p, h in zip(prompts, heads)]
-        self.remember(heads + tails)
-        return [self.ids[h] + self.ids[t] for h, t in zip(heads, tails)]
+            return self.ids([p.source for p in prompts])
+        sources = [p.source for p in prompts]
+        cuts = [head_length(p) for p in prompts]
+        heads = self.ids([source[:cut] for source, cut in zip(sources, cuts)])
+        tails = self.ids([source[cut:] for source, cut in zip(sources, cuts)])
+        return [head + tail for head, tail in zip(heads, tails)]
