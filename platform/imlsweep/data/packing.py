@@ -54,9 +54,10 @@ def causal_examples(sources: Sequence[Sequence[int]], targets: Sequence[Sequence
                     loss_on_source: bool | np.ndarray = False) -> TokenizedExamples:
     """source + target + EOS per example, cut to max_len: left truncation keeps the end (the target and
     EOS), right keeps the beginning. `loss_on_source`: for all examples, or per example."""
-    source_lengths = np.array([len(s) for s in sources], dtype=np.int64)
-    lengths = source_lengths + [len(t) + 1 for t in targets]
-    parts = [part for source, target in zip(sources, targets) for part in (source, target, (eos_id,))]
+    source_lengths = np.fromiter(map(len, sources), dtype=np.int64, count=len(sources))
+    lengths = source_lengths + np.fromiter(map(len, targets), dtype=np.int64, count=len(targets)) + 1
+    eos = np.array([eos_id], dtype=np.int32)
+    parts = [part for source, target in zip(sources, targets) for part in (source, target, eos)]
     values = np.concatenate(parts, dtype=np.int32, casting="unsafe") if parts else np.zeros(0, dtype=np.int32)
     starts = np.cumsum(lengths) - lengths
     cut = np.maximum(lengths - max_len, 0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
@@ -43,6 +44,7 @@ _SPACE = "[" + re.escape(WHITESPACE) + "]"
 CHUNK = re.compile(f"{_SPACE}*[^{re.escape(WHITESPACE)}]+|{_SPACE}+")
 # Distinct chunks a process keeps per tokenizer (a few hundred bytes each); the memo starts over when full.
 CHUNK_MEMO_SIZE = 1 << 18
+CHUNK_MEMO_LOCK = threading.Lock()  # a thread must not see the memo start over between its update and lookups
 
 
 def splice_point(shared: str) -> int:
@@ -117,13 +119,14 @@ class PromptTokenizer:
         one batch."""
         memo = chunk_memo(self.tokenizer)
         chunked = [CHUNK.findall(text) for text in texts]
-        new = {chunk for chunks in chunked for chunk in chunks if chunk not in memo}
-        if len(memo) + len(new) > CHUNK_MEMO_SIZE:
-            memo.clear()  # bounded: start over, with this call's chunks
-            new = {chunk for chunks in chunked for chunk in chunks}
-        new_chunks = sorted(new)
-        memo.update(zip(new_chunks, token_ids(self.tokenizer, new_chunks)))
-        return [joined(map(memo.__getitem__, chunks)) for chunks in chunked]
+        with CHUNK_MEMO_LOCK:
+            new = {chunk for chunks in chunked for chunk in chunks if chunk not in memo}
+            if len(memo) + len(new) > CHUNK_MEMO_SIZE:
+                memo.clear()  # bounded: start over, with this call's chunks
+                new = {chunk for chunks in chunked for chunk in chunks}
+            new_chunks = sorted(new)
+            memo.update(zip(new_chunks, token_ids(self.tokenizer, new_chunks)))
+            return [joined(map(memo.__getitem__, chunks)) for chunks in chunked]
 
     def remember_segments(self, texts: Sequence[str]) -> None:
         """A task's per-example segments that `count_tokens` will be asked for, in one batch (a
