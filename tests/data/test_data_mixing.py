@@ -14,7 +14,8 @@ from imlsweep.data.mixing import (
 )
 from imlsweep.data.mixture import MixtureConfig
 from imlsweep.data.plan import plan_mixture
-from imlsweep.data.sampling import draw_positions, largest_categories, nested_task_subset, sample_positions
+from imlsweep.data.sampling import (draw_positions, largest_categories, nested_task_subset, permutation_prefix,
+                                    sample_positions)
 from imlsweep.errors import UserError
 
 
@@ -92,6 +93,20 @@ def test_samples_nested_and_sized():
     assert len(sample[100]) == 100 and len(sample[1000]) == 500 and sorted(sample["all"]) == list(range(500))
     assert sample[100] == sample[200][:100] and sample[200] == sample[1000][:200]
     assert sample_positions(500, 100, seed=8, task_id="t") != sample[100]
+
+
+def test_a_prefix_of_the_sample_is_drawn_without_permuting_the_pool():
+    """`first` gives the sample's first positions exactly, whatever the pool and sample sizes; the prefix
+    is the one `random.sample` of the whole pool starts with (a change of its algorithm fails here)."""
+    import random
+
+    for n in (1, 2, 7, 50, 999, 5000):
+        for k in sorted({0, 1, 3, n // 3, n // 2, n // 2 + 1, n}):
+            assert permutation_prefix(random.Random(n + k), n, k) == random.Random(n + k).sample(range(n), n)[:k]
+    for samples in (100, 1000, "all"):
+        whole = sample_positions(5000, samples, seed=3, task_id="t")
+        assert sample_positions(5000, samples, seed=3, task_id="t", first=30) == whole[:30]
+        assert sample_positions(5000, samples, seed=3, task_id="t", first=10**6) == whole
 
 
 def test_draws_repeat_the_sample_in_fresh_orders():

@@ -6,6 +6,7 @@ Every selection is a prefix of one seeded permutation, so smaller selections are
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
@@ -16,12 +17,32 @@ from imlsweep.errors import UserError
 SampleSize = int | Literal["all"]
 
 
-def sample_positions(pool_size: int, samples: SampleSize, seed: int, task_id: str) -> list[int]:
-    """Positions (in source order) of n = min(k, pool_size) training examples, nested across k.
+def sample_positions(pool_size: int, samples: SampleSize, seed: int, task_id: str,
+                     first: int | None = None) -> list[int]:
+    """Positions (in source order) of n = min(k, pool_size) training examples, nested across k; with
+    `first`, only the first that many of them (the same ones, without permuting the whole pool: a trial
+    drawing 30 examples of a 5000-row task draws 30 numbers).
 
     The pool holds only the task's train rows, so the sample never touches test or validation rows."""
-    order = keyed_rng(seed, "samples", task_id).sample(range(pool_size), pool_size)
-    return order if samples == "all" else order[: min(samples, pool_size)]
+    size = pool_size if samples == "all" else min(samples, pool_size)
+    rng = keyed_rng(seed, "samples", task_id)
+    return permutation_prefix(rng, pool_size, size if first is None else min(first, size))
+
+
+def permutation_prefix(rng: random.Random, n: int, k: int) -> list[int]:
+    """The first k of `rng.sample(range(n), n)`. Past half the pool, that sample itself; below, its
+    algorithm (CPython's pool selection, which a sample of the whole pool always takes) run for k steps
+    on a pool kept sparse: the pool's moved entries only."""
+    if 2 * k > n:
+        return rng.sample(range(n), n)[:k]
+    moved: dict[int, int] = {}
+    prefix = []
+    for i in range(k):
+        j = rng._randbelow(n - i)  # what sample draws at step i
+        prefix.append(moved.get(j, j))
+        last = n - i - 1
+        moved[j] = moved.get(last, last)  # the pool's last entry fills the vacancy
+    return prefix
 
 
 def nested_task_subset(task_ids: Sequence[str], size: int, required: Iterable[str], seed: int) -> list[str]:

@@ -41,7 +41,9 @@ def source_items(plan: MixturePlan, mixture: MixtureConfig) -> list[dict[str, An
         if source.expected_examples == 0:
             continue
         samples = "all" if is_text_addon(source) else mixture.samples_per_task
-        sampled = sample_positions(source.pool_size, samples, mixture.sample_seed, source.source_id)
+        # a source drawn less than its sample's size draws a prefix of it; more, the whole sample again
+        first = source.expected_examples if source.expected_examples < source.sampled else None
+        sampled = sample_positions(source.pool_size, samples, mixture.sample_seed, source.source_id, first)
         positions = draw_positions(sampled, source.expected_examples, mixture.seed, source.source_id)
         items.append({"source": index, "positions": np.asarray(positions, dtype=np.int64),
                       "orders": by_source[bounds[index]:bounds[index + 1]].astype(np.int64)})
