@@ -40,8 +40,8 @@ SPLICE_PROBES = [
 # Whitespace as the tokenizers' pre-tokenizer patterns mean it (\s of Rust's regex: Unicode White_Space);
 # Python's own \s and str.strip also take \x1c-\x1f, which a pattern may glue to punctuation before them.
 WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
-_SPACE = "[" + re.escape(WHITESPACE) + "]"
-CHUNK = re.compile(f"{_SPACE}*[^{re.escape(WHITESPACE)}]+|{_SPACE}+")
+_SPACE = re.escape(WHITESPACE)
+CHUNK = re.compile(f"[{_SPACE}]*[^{_SPACE}]+|[{_SPACE}]+")
 # Distinct chunks a process keeps per tokenizer (a few hundred bytes each); the memo starts over when full.
 CHUNK_MEMO_SIZE = 1 << 18
 CHUNK_MEMO_LOCK = threading.Lock()  # a thread must not see the memo start over between its update and lookups
@@ -153,9 +153,9 @@ class PromptTokenizer:
         return self.encode_sources(prompts), self.ids([p.target for p in prompts])
 
     def encode_sources(self, prompts: Sequence[Prompt]) -> list[list[int]]:
-        if not self.splice:
-            return self.ids([p.source for p in prompts])
         sources = [p.source for p in prompts]
+        if not self.splice:  # every source is its example's own: nothing to remember
+            return token_ids(self.tokenizer, sources)
         cuts = [head_length(p) for p in prompts]
         heads = self.ids([source[:cut] for source, cut in zip(sources, cuts)])
         tails = self.ids([source[cut:] for source, cut in zip(sources, cuts)])
