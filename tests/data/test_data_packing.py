@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from imlsweep.data.packing import (
-    IGNORE_INDEX, assign_rows, causal_examples, pack_examples, pack_rows, packing_efficiency, unpack_rows,
+    IGNORE_INDEX, LengthPool, TokenizedExamples, assign_rows, causal_examples, pack_examples, pack_rows,
+    packing_efficiency, unpack_rows,
 )
 
 EOS, PAD = 2, 0
@@ -45,6 +46,34 @@ def test_rows_take_the_longest_that_fits_and_a_pair_for_the_last_place():
     # 5 + 4 leaves 1, less than any example: the pair 3 + 2 fills row 0 instead, and 2 rows suffice
     # where longest-first (or best-fit decreasing) needs 3
     assert assign_rows([2, 5, 4, 3, 4, 2], max_len=10) == [[0, 1, 3], [2, 4, 5]]
+
+
+@pytest.mark.parametrize("scale", [1, 2, 8])  # every length even, or a multiple of 8: many sums are missing
+def test_best_pair_is_the_fullest_then_most_even_pair_left(scale):
+    rng = np.random.default_rng(scale)
+    for _ in range(200):
+        lengths = scale * rng.integers(1, 40 // scale + 2, size=int(rng.integers(2, 30)))
+        pool = LengthPool(lengths, max_len=200)
+        room, better_than = int(rng.integers(2, 100)), int(rng.integers(0, 60))
+        pairs = [(int(lengths[i]), int(lengths[j])) for i in range(len(lengths)) for j in range(len(lengths))
+                 if i != j and lengths[i] <= lengths[j] and better_than < lengths[i] + lengths[j] <= room]
+        expected = max(pairs, key=lambda pair: (sum(pair), pair[0])) if pairs else None
+        assert pool.best_pair(room, better_than) == expected
+
+
+def test_packing_a_window_by_indices_equals_packing_its_examples_taken_out():
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 50, size=300)
+    examples = causal_examples([rng.integers(3, 90, n - 1).tolist() for n in lengths], [[]] * len(lengths), EOS, 64)
+    window = np.sort(rng.choice(len(lengths), size=120, replace=False))
+    taken = TokenizedExamples(values=np.concatenate([examples.ids(i) for i in window]),
+                              offsets=np.concatenate([[0], np.cumsum(examples.lengths[window])]),
+                              loss_starts=examples.loss_starts[window])
+    by_indices = pack_rows(examples, 64, PAD, np.random.default_rng(5), indices=window)
+    alone = pack_rows(taken, 64, PAD, np.random.default_rng(5))
+    assert (by_indices["input_ids"] == alone["input_ids"]).all()
+    for column in ("document_lengths", "loss_starts"):
+        assert [part.tolist() for part in by_indices[column]] == [part.tolist() for part in alone[column]]
 
 
 def test_assign_rows_rejects_an_example_longer_than_a_row():

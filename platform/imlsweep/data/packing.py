@@ -75,13 +75,15 @@ def causal_examples(sources: Sequence[Sequence[int]], targets: Sequence[Sequence
 class LengthPool:
     """Examples not yet placed, by length: how many of each length, the distinct lengths left (ascending:
     a row asks for the longest that fits thousands of times a window, so a bisection, not an array scan),
-    and each length's indices (earliest first)."""
+    and each length's indices (earliest first). Plain Python lists: a window asks them tens of thousands of
+    small questions, each cheaper in Python than a NumPy call."""
 
     def __init__(self, lengths: np.ndarray, max_len: int):
-        self.count = np.bincount(lengths, minlength=max_len + 1)
-        self.present = np.flatnonzero(self.count).tolist()
+        count = np.bincount(lengths, minlength=max_len + 1)
+        self.count = count.tolist()
+        self.present = np.flatnonzero(count).tolist()
         order = np.lexsort((-np.arange(len(lengths)), lengths))  # by length, latest index first
-        self.indices = [list(group) for group in np.split(order, np.cumsum(self.count)[:-1])]
+        self.indices = [group.tolist() for group in np.split(order, np.cumsum(count)[:-1])]
 
     def longest_fitting(self, room: int) -> int | None:
         """The longest length left that fits in `room`, if any."""
@@ -91,19 +93,19 @@ class LengthPool:
     def best_pair(self, room: int, better_than: int) -> tuple[int, int] | None:
         """Two lengths left whose sum is the largest <= room and > better_than; of those, the most even
         pair, so the shortest examples stay for the rows still to fill."""
-        present = self.count[: room + 1] > 0
+        present, count = self.present, self.count
         for total in range(room, better_than, -1):
-            smaller = np.flatnonzero(present[1: total // 2 + 1] & present[total - 1: (total - 1) // 2: -1]) + 1
-            for a in smaller[::-1]:
-                if a != total - a or self.count[a] >= 2:
-                    return int(a), int(total - a)
+            for at in range(bisect.bisect_right(present, total // 2) - 1, -1, -1):  # the smaller, descending
+                smaller = present[at]
+                if count[total - smaller] and (2 * smaller != total or count[smaller] >= 2):
+                    return smaller, total - smaller
         return None
 
     def take(self, length: int) -> int:
         self.count[length] -= 1
         if not self.count[length]:
             del self.present[bisect.bisect_left(self.present, length)]
-        return int(self.indices[length].pop())
+        return self.indices[length].pop()
 
 
 def assign_rows(lengths: Sequence[int], max_len: int) -> list[list[int]]:
@@ -131,18 +133,23 @@ def assign_rows(lengths: Sequence[int], max_len: int) -> list[list[int]]:
     return rows
 
 
-def pack_rows(examples: TokenizedExamples, max_len: int, pad_id: int,
-              rng: np.random.Generator | None = None) -> dict[str, object]:
+def pack_rows(examples: TokenizedExamples, max_len: int, pad_id: int, rng: np.random.Generator | None = None,
+              indices: np.ndarray | None = None) -> dict[str, object]:
     """Examples -> compact rows: input_ids [rows, max_len] int32 (padded), and per row the
-    document_lengths and loss_starts of its documents in input order. `rng` shuffles the rows."""
-    rows = assign_rows(examples.lengths, max_len)
+    document_lengths and loss_starts of its documents in input order. `rng` shuffles the rows.
+    `indices`: the examples to pack, in input order (default all): a window of a segment's examples
+    packs without copying them out first."""
+    lengths = examples.lengths
+    if indices is None:
+        indices = np.arange(len(lengths))
+    rows = [indices[members] for members in assign_rows(lengths[indices], max_len)]
     if rng is not None:
         rows = [rows[i] for i in rng.permutation(len(rows))]
     input_ids = np.full((len(rows), max_len), pad_id, dtype=np.int32)
+    values, offsets = examples.values, examples.offsets.tolist()
     for row, members in enumerate(rows):
-        tokens = np.concatenate([examples.ids(i) for i in members])
+        tokens = np.concatenate([values[offsets[i]:offsets[i + 1]] for i in members.tolist()])
         input_ids[row, : len(tokens)] = tokens
-    lengths = examples.lengths
     return {"input_ids": input_ids,
             "document_lengths": [lengths[members].astype(np.int32) for members in rows],
             "loss_starts": [examples.loss_starts[members] for members in rows]}

@@ -37,8 +37,8 @@ import numpy as np
 import pyarrow as pa
 
 from imlsweep.data.mixture import MixtureConfig
-from imlsweep.data.packing import (IGNORE_INDEX, TokenizedExamples, causal_examples, pack_rows, pack_seq2seq_rows,
-                                   seq2seq_examples, unpack_rows, unpack_seq2seq_rows)
+from imlsweep.data.packing import (IGNORE_INDEX, TokenizedExamples, causal_examples, pack_rows,
+                                   pack_seq2seq_rows, seq2seq_examples, unpack_rows, unpack_seq2seq_rows)
 from imlsweep.data.plan import MixturePlan, SourcePlan, plan_mixture
 from imlsweep.data.stream import is_text_addon, open_corpus, render_source, source_items
 from imlsweep.data.token_cache import cache_location, cached_task_tokens, settings_key
@@ -97,7 +97,7 @@ def tokenize_sources(batch: dict[str, np.ndarray], *, plan: MixturePlan, mixture
 
     eos = cached_tokenizer(tokenizer_name).eos_token_id
     settings = settings_key(mixture, tokenizer_name)  # once: a segment reads thousands of entries
-    sources: list[Sequence[int]] = []
+    sources: list[Sequence[int]] = []  # views of the cache entries, copied once, into the examples
     targets: list[Sequence[int]] = []
     loss_on_source: list[bool] = []  # per draw: plain-text add-ons train on the whole sequence
     partners = batch.get("partner_positions") or [None] * len(batch["source"])
@@ -144,19 +144,26 @@ def seq2seq_columns(sources: Sequence[Sequence[int]], targets: Sequence[Sequence
             "labels": pa.array(target_ids, type=pa.list_(pa.int64()))}
 
 
-def pack_window(table: pa.Table, *, max_len: int, pad_id: int, seed: int) -> pa.Table:
-    """The examples of one window, in stream order, packed into compact rows (shuffled with the seed and
-    the window's number; numbered from the window's first stream position)."""
+def window_number_and_start(table: pa.Table, indices: np.ndarray) -> tuple[int, int]:
+    """The window of the examples at `indices` (stream order) and its first stream position."""
+    first = int(indices[0])
+    return int(table.column("window")[first].as_py()), int(table.column("order")[first].as_py())
+
+
+def pack_window(table: pa.Table, indices: np.ndarray, *, max_len: int, pad_id: int, seed: int) -> pa.Table:
+    """The examples of one window (rows `indices` of the segment's `table`, in stream order) packed into
+    compact rows (shuffled with the seed and the window's number; numbered from the window's first
+    stream position). The tokens are copied once, into the rows."""
     from ray.data.extensions import ArrowTensorArray
 
     from imlsweep.data.seeding import keyed_np_rng
 
-    ids = table.column("input_ids").combine_chunks()
+    ids = table.column("input_ids").combine_chunks()  # one chunk already: no copy
     offsets = ids.offsets.to_numpy()
     examples = TokenizedExamples(values=ids.flatten().to_numpy(), offsets=offsets - offsets[0],
                                  loss_starts=table.column("loss_start").to_numpy())
-    number, start = int(table.column("window")[0].as_py()), int(table.column("order")[0].as_py())
-    rows = pack_rows(examples, max_len, pad_id, keyed_np_rng(seed, "packed_rows", number))
+    number, start = window_number_and_start(table, indices)
+    rows = pack_rows(examples, max_len, pad_id, keyed_np_rng(seed, "packed_rows", number), indices)
     return pa.table({
         "input_ids": ArrowTensorArray.from_numpy(rows["input_ids"]),
         "document_lengths": pa.array(rows["document_lengths"], type=pa.list_(pa.int32())),
@@ -164,14 +171,17 @@ def pack_window(table: pa.Table, *, max_len: int, pad_id: int, seed: int) -> pa.
         "packed_index": start + np.arange(len(rows["input_ids"]), dtype=np.int64)})
 
 
-def pack_pair_window(table: pa.Table, *, max_source: int, max_target: int, pad_id: int, seed: int) -> pa.Table:
-    """The (source, target) pairs of one window, in stream order, packed into compact encoder-decoder
-    rows (shuffled with the seed and the window's number; numbered from the window's first position)."""
+def pack_pair_window(table: pa.Table, indices: np.ndarray, *, max_source: int, max_target: int, pad_id: int,
+                     seed: int) -> pa.Table:
+    """The (source, target) pairs of one window (rows `indices` of the segment's `table`, in stream
+    order) packed into compact encoder-decoder rows (shuffled with the seed and the window's number;
+    numbered from the window's first position)."""
     from ray.data.extensions import ArrowTensorArray
 
     from imlsweep.data.seeding import keyed_np_rng
 
-    number, start = int(table.column("window")[0].as_py()), int(table.column("order")[0].as_py())
+    number, start = window_number_and_start(table, indices)
+    table = table.take(indices)
     rows = pack_seq2seq_rows(table.column("input_ids").to_numpy(zero_copy_only=False),
                              table.column("labels").to_numpy(zero_copy_only=False), max_source, max_target, pad_id,
                              keyed_np_rng(seed, "packed_rows", number))
@@ -280,7 +290,7 @@ def segment_rows(batch: dict[str, np.ndarray], *, pack: dict[str, int] | None, *
     starts = np.flatnonzero(np.diff(windows, prepend=-1))
     pack_one = pack_window if tokenize["model_kind"] == "causal" else pack_pair_window
     for start, end in zip(starts, [*starts[1:], len(windows)]):
-        yield pack_one(examples.take(by_order[start:end]), **pack)
+        yield pack_one(examples, by_order[start:end], **pack)
 
 
 def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name: str, model_kind: ModelKind, *,

@@ -325,7 +325,7 @@ class TaskTokens:
 
     def draws(self, positions: np.ndarray, seed: int, task_id: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """(source ids, target ids) of each draw, the target being the seed's choice among its references:
-        copies, so that a segment's draws do not keep every entry they come from alive."""
+        views of the entry's arrays (the segment copies its draws into one array at once)."""
         from imlsweep.data.render import target_index
 
         rows = np.searchsorted(self.positions, positions)
@@ -343,7 +343,7 @@ def one_chunk(column: pa.ChunkedArray) -> pa.Array:
 
 
 def slices(values: np.ndarray, starts: list[int], ends: list[int]) -> list[np.ndarray]:
-    return [values[start:end].copy() for start, end in zip(starts, ends)]
+    return [values[start:end] for start, end in zip(starts, ends)]
 
 
 def cached_task_tokens(source: SourcePlan, positions: np.ndarray, mixture: MixtureConfig, corpus_dir: str,
