@@ -155,36 +155,39 @@ def pack_rows(examples: TokenizedExamples, max_len: int, pad_id: int, rng: np.ra
             "loss_starts": [examples.loss_starts[members] for members in rows]}
 
 
-def document_layout(document_lengths: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of documents side by side -> per slot the document's number in its row (-1 on padding) and
-    the position inside the document, int64 [rows, max_len]. Each row's padding is treated as one more
-    document, so both are one `np.repeat` over the batch."""
+def document_layout(document_lengths: Sequence[np.ndarray], max_len: int,
+                    loss_starts: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Rows of documents side by side -> per slot the document's number in its row (-1 on padding), the
+    position inside the document (0 on padding), int64 [rows, max_len], and, given each document's
+    `loss_starts`, whether the slot is trained (at or past its document's loss start; padding never).
+    Each row's padding is treated as one more document, so each is one `np.repeat` over the batch."""
     rows = len(document_lengths)
-    per_row = np.array([len(lengths) for lengths in document_lengths], dtype=np.int64)
-    lengths = np.concatenate([*document_lengths, np.zeros(0, np.int64)]).astype(np.int64)
+    per_row = np.fromiter(map(len, document_lengths), dtype=np.int64, count=rows)
+    lengths = np.concatenate([np.zeros(0, np.int64), *document_lengths]).astype(np.int64)
     row_ends = np.cumsum(per_row)
     used = np.bincount(np.repeat(np.arange(rows), per_row), weights=lengths, minlength=rows).astype(np.int64)
     numbers = np.arange(len(lengths)) - np.repeat(row_ends - per_row, per_row)
     lengths = np.insert(lengths, row_ends, max_len - used)
-    numbers = np.insert(numbers, row_ends, -1)
-    positions = np.arange(rows * max_len) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return np.repeat(numbers, lengths).reshape(rows, max_len), positions.reshape(rows, max_len)
+    document_ids = np.repeat(np.insert(numbers, row_ends, -1), lengths)
+    positions = np.arange(rows * max_len)
+    positions -= np.repeat(np.cumsum(lengths) - lengths, lengths)
+    positions[document_ids < 0] = 0
+    trained = None
+    if loss_starts is not None:  # padding's loss start is past the row
+        starts = np.insert(np.concatenate([np.zeros(0, np.int64), *loss_starts]).astype(np.int64), row_ends, max_len)
+        trained = (positions >= np.repeat(starts, lengths)).reshape(rows, max_len)
+    return document_ids.reshape(rows, max_len), positions.reshape(rows, max_len), trained
 
 
 def unpack_rows(compact: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Compact rows (`pack_rows`' columns, or a batch of the Dataset's) -> int64 arrays [rows, max_len] of
     PACKED_COLUMNS."""
-    input_ids, document_lengths = compact["input_ids"], compact["document_lengths"]
-    document_ids, positions = document_layout(document_lengths, input_ids.shape[1])
-    # each slot's document as an index into the batch's flat loss starts; padding's start is past the row
-    per_row = np.array([len(lengths) for lengths in document_lengths], dtype=np.int64)
-    first_document = np.cumsum(per_row) - per_row
-    loss_starts = np.concatenate([*compact["loss_starts"], [input_ids.shape[1]]]).astype(np.int64)
-    document = np.where(document_ids >= 0, document_ids + first_document[:, None], len(loss_starts) - 1)
-    trained = positions >= loss_starts[document]
+    input_ids = compact["input_ids"]
+    document_ids, positions, trained = document_layout(compact["document_lengths"], input_ids.shape[1],
+                                                       compact["loss_starts"])
     ids = input_ids.astype(np.int64)
-    return {"input_ids": ids, "labels": np.where(trained, ids, IGNORE_INDEX),
-            "position_ids": np.where(document_ids >= 0, positions, 0), "document_ids": document_ids}
+    return {"input_ids": ids, "labels": np.where(trained, ids, IGNORE_INDEX), "position_ids": positions,
+            "document_ids": document_ids}
 
 
 def seq2seq_examples(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], eos_id: int, max_source: int,
@@ -245,8 +248,8 @@ def pack_seq2seq_rows(sources: Sequence[np.ndarray], targets: Sequence[np.ndarra
 
 def unpack_seq2seq_rows(compact: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Compact encoder-decoder rows -> int64 arrays of PACKED_SEQ2SEQ_COLUMNS (labels -100 on padding)."""
-    source_document_ids, _ = document_layout(compact["source_lengths"], compact["input_ids"].shape[1])
-    target_document_ids, _ = document_layout(compact["target_lengths"], compact["labels"].shape[1])
+    source_document_ids, _, _ = document_layout(compact["source_lengths"], compact["input_ids"].shape[1])
+    target_document_ids, _, _ = document_layout(compact["target_lengths"], compact["labels"].shape[1])
     labels = compact["labels"].astype(np.int64)
     return {"input_ids": compact["input_ids"].astype(np.int64), "source_document_ids": source_document_ids,
             "labels": np.where(target_document_ids >= 0, labels, IGNORE_INDEX),
