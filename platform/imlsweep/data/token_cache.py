@@ -117,11 +117,17 @@ def file_digest(path: str, size: int, modified_ns: int) -> str:
 
 
 def task_digest(corpus_dir: str, task_id: str) -> str:
-    from imlsweep.data.stream import open_corpus
-
-    path = str(open_corpus(corpus_dir).task_path(task_id))
+    path = task_path(corpus_dir, task_id)
     status = os.stat(path)
     return file_digest(path, status.st_size, status.st_mtime_ns)
+
+
+@lru_cache(maxsize=2**16)
+def task_path(corpus_dir: str, task_id: str) -> str:
+    """Memoized: a segment asks for thousands of tasks' paths (the corpus is opened once per process too)."""
+    from imlsweep.data.stream import open_corpus
+
+    return str(open_corpus(corpus_dir).task_path(task_id))
 
 
 def rendering_settings(mixture: MixtureConfig) -> dict[str, Any]:
@@ -138,6 +144,7 @@ def settings_key(mixture: MixtureConfig, tokenizer_name: str) -> str:
     return digest(FORMAT, rendering_settings(mixture), tokenizer_identity(tokenizer_name))
 
 
+@lru_cache(maxsize=2**16)
 def entry_key(task_id: str, task_content: str, settings: str) -> str:
     """An entry's key: its task, the task file's content digest and the `settings_key`."""
     return digest(task_id, task_content, settings)
