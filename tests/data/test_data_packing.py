@@ -59,6 +59,7 @@ def test_best_pair_is_the_fullest_then_most_even_pair_left(scale):
                  if i != j and lengths[i] <= lengths[j] and better_than < lengths[i] + lengths[j] <= room]
         expected = max(pairs, key=lambda pair: (sum(pair), pair[0])) if pairs else None
         assert pool.best_pair(room, better_than) == expected
+        assert pool.pair_by_smaller(room, better_than) == expected  # what best_pair answers past its steps
 
 
 def test_packing_a_window_by_indices_equals_packing_its_examples_taken_out():

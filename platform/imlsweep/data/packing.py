@@ -72,6 +72,9 @@ def causal_examples(sources: Sequence[Sequence[int]], targets: Sequence[Sequence
     return TokenizedExamples(values, offsets, np.minimum(loss_starts, lengths).astype(np.int32))
 
 
+PAIR_SCAN_STEPS = 64  # `LengthPool.best_pair`'s steps before it answers by the other way
+
+
 class LengthPool:
     """Examples not yet placed, by length: how many of each length, the distinct lengths left (ascending:
     a row asks for the longest that fits thousands of times a window, so a bisection, not an array scan),
@@ -92,14 +95,35 @@ class LengthPool:
 
     def best_pair(self, room: int, better_than: int) -> tuple[int, int] | None:
         """Two lengths left whose sum is the largest <= room and > better_than; of those, the most even
-        pair, so the shortest examples stay for the rows still to fill."""
-        present, count = self.present, self.count
+        pair, so the shortest examples stay for the rows still to fill. Sums are tried from `room` down,
+        each with its smaller part descending, which finds most pairs in a few steps; past
+        PAIR_SCAN_STEPS (a sum no pair makes costs a step per length left) `pair_by_smaller` answers."""
+        present, count, steps = self.present, self.count, PAIR_SCAN_STEPS
         for total in range(room, better_than, -1):
             for at in range(bisect.bisect_right(present, total // 2) - 1, -1, -1):  # the smaller, descending
+                steps -= 1
+                if steps < 0:
+                    return self.pair_by_smaller(room, better_than)
                 smaller = present[at]
                 if count[total - smaller] and (2 * smaller != total or count[smaller] >= 2):
                     return smaller, total - smaller
         return None
+
+    def pair_by_smaller(self, room: int, better_than: int) -> tuple[int, int] | None:
+        """`best_pair` from the other side: each smaller part (descending) with the longest partner that
+        fits, one bisection each."""
+        present, count = self.present, self.count
+        best, best_total = None, better_than
+        for at in range(bisect.bisect_right(present, room // 2) - 1, -1, -1):
+            smaller = present[at]
+            partner_at = bisect.bisect_right(present, room - smaller) - 1  # >= at: smaller <= room // 2
+            if partner_at == at and count[smaller] < 2:
+                continue  # its only partner would be itself
+            if smaller + present[partner_at] > best_total:
+                best, best_total = (smaller, present[partner_at]), smaller + present[partner_at]
+                if best_total == room:
+                    break
+        return best
 
     def take(self, length: int) -> int:
         self.count[length] -= 1
