@@ -153,6 +153,38 @@ def test_a_segment_hands_on_each_window_as_it_is_packed(sample_corpus, tmp_path)
     assert [table.column("packed_index")[0].as_py() for table in tables] == in_segment.tolist()
 
 
+@pytest.mark.slow
+def test_a_segment_reading_only_the_cache_loads_no_tokenizer(sample_corpus, tmp_path):
+    """Loading a tokenizer imports transformers and torch, seconds of a fresh Ray worker's CPU: a segment
+    whose draws are all cached, given the driver's EOS id and settings key, does without."""
+    import pickle
+    import subprocess
+    import sys
+
+    from imlsweep.data.pipeline import segment_items, segment_rows, segment_starts, window_starts
+    from imlsweep.data.stream import source_items
+    from imlsweep.data.token_cache import settings_key
+
+    plan = plan_mixture(MIXTURE, open_corpus(str(sample_corpus)).manifest)
+    segment = segment_items(source_items(plan, MIXTURE), segment_starts(plan.total_examples, 16, 1))[2]
+    tokenizer = cached_tokenizer("tiny")
+    arguments = ({key: [value] for key, value in segment.items()},
+                 {"pack": {"pad_id": tokenizer.pad_token_id, "seed": MIXTURE.seed, "max_len": MIXTURE.max_length},
+                  "plan": plan, "mixture": MIXTURE, "corpus_dir": str(sample_corpus), "tokenizer_name": "tiny",
+                  "model_kind": "causal", "window_starts": window_starts(plan.total_examples, 16),
+                  "cache": str(tmp_path / "cache"), "eos_id": tokenizer.eos_token_id,
+                  "settings": settings_key(MIXTURE, "tiny")})
+    first = list(segment_rows(arguments[0], **arguments[1]))  # fills the cache
+    (tmp_path / "segment.pkl").write_bytes(pickle.dumps(arguments))
+    script = (f"import pickle, sys\nfrom imlsweep.data.pipeline import segment_rows\n"
+              f"batch, kwargs = pickle.load(open({str(tmp_path / 'segment.pkl')!r}, 'rb'))\n"
+              f"rows = list(segment_rows(batch, **kwargs))\n"
+              f"pickle.dump((rows, sorted({{'transformers', 'torch'}} & set(sys.modules))), sys.stdout.buffer)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True, timeout=120)
+    rows, loaded = pickle.loads(done.stdout)
+    assert loaded == [] and len(rows) == len(first) and all(a.equals(b) for a, b in zip(rows, first))
+
+
 def test_the_first_of_a_pair_tokenizes_its_partners_draws(sample_corpus, tmp_path):
     """A segment that reads a task adds its partner's draws of it to the task's entry: the partner finds
     every one of them held and does not read the task file again."""

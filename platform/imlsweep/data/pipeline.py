@@ -88,15 +88,19 @@ def check_model_kind(model_kind: str) -> None:
 
 
 def tokenize_sources(batch: dict[str, np.ndarray], *, plan: MixturePlan, mixture: MixtureConfig, corpus_dir: str,
-                     tokenizer_name: str, model_kind: ModelKind, window_starts: np.ndarray, cache: str) -> pa.Table:
+                     tokenizer_name: str, model_kind: ModelKind, window_starts: np.ndarray, cache: str,
+                     eos_id: int | None = None, settings: str | None = None) -> pa.Table:
     """The tokens of every draw of the sources in `batch` (a corpus task's through the token cache at
     `cache`, with its partner segment's draws when it has to be tokenized: `partner_positions`), each
     with its stream position (`order`) and packing window. The columns are built once for all the
-    sources: a segment draws from thousands of tasks, a few examples each."""
-    from imlsweep.data.tokenizer import cached_tokenizer
+    sources: a segment draws from thousands of tasks, a few examples each. `eos_id` and the trial's
+    `settings_key`, when the driver passes them, spare a segment that reads only the cache loading the
+    tokenizer (seconds of imports in a fresh worker)."""
+    if eos_id is None:
+        from imlsweep.data.tokenizer import cached_tokenizer
 
-    eos = cached_tokenizer(tokenizer_name).eos_token_id
-    settings = settings_key(mixture, tokenizer_name)  # once: a segment reads thousands of entries
+        eos_id = cached_tokenizer(tokenizer_name).eos_token_id
+    settings = settings or settings_key(mixture, tokenizer_name)  # once: a segment reads thousands of entries
     sources: list[Sequence[int]] = []  # views of the cache entries, copied once, into the examples
     targets: list[Sequence[int]] = []
     loss_on_source: list[bool] = []  # per draw: plain-text add-ons train on the whole sequence
@@ -111,8 +115,8 @@ def tokenize_sources(batch: dict[str, np.ndarray], *, plan: MixturePlan, mixture
         sources += drawn_sources
         targets += drawn_targets
         loss_on_source += [source.loss == "sequence"] * len(drawn_sources)
-    columns = (causal_columns(sources, targets, eos, mixture, np.array(loss_on_source, dtype=bool))
-               if model_kind == "causal" else seq2seq_columns(sources, targets, eos, mixture))
+    columns = (causal_columns(sources, targets, eos_id, mixture, np.array(loss_on_source, dtype=bool))
+               if model_kind == "causal" else seq2seq_columns(sources, targets, eos_id, mixture))
     orders = np.concatenate([*batch["orders"], np.zeros(0, np.int64)]).astype(np.int64)
     windows = np.searchsorted(window_starts, orders, side="right") - 1
     return pa.table({"order": orders, "window": windows, **columns})
@@ -318,14 +322,14 @@ def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name:
         plan = plan_mixture(mixture, open_corpus(corpus_dir).manifest)
     from imlsweep.data.tokenizer import cached_tokenizer
 
-    pad_id = cached_tokenizer(tokenizer_name).pad_token_id  # fails early, on the driver, for a bad name
+    tokenizer = cached_tokenizer(tokenizer_name)  # fails early, on the driver, for a bad name
     windows = window_starts(plan.total_examples, window)
     starts = segment_starts(plan.total_examples, window, segment_windows)
     segments = segment_items(source_items(plan, mixture), starts)
     dataset = ray.data.from_items(segments, override_num_blocks=len(segments))  # one segment per block
     dataset.context.execution_options.preserve_order = True
     dataset.context.target_max_block_size = BLOCK_BYTES
-    pack: dict[str, int] | None = {"pad_id": pad_id, "seed": mixture.seed}
+    pack: dict[str, int] | None = {"pad_id": tokenizer.pad_token_id, "seed": mixture.seed}
     if model_kind == "causal":
         pack["max_len"] = mixture.max_length
     elif mixture.pack_seq2seq:
@@ -336,7 +340,8 @@ def build_train_dataset(mixture: MixtureConfig, corpus_dir: str, tokenizer_name:
         segment_rows, batch_size=1, batch_format="numpy",
         fn_kwargs={"pack": pack, "plan": plan, "mixture": mixture, "corpus_dir": corpus_dir,
                    "tokenizer_name": tokenizer_name, "model_kind": model_kind, "window_starts": windows,
-                   "cache": cache_location(token_cache, corpus_dir)})
+                   "cache": cache_location(token_cache, corpus_dir), "eos_id": tokenizer.eos_token_id,
+                   "settings": settings_key(mixture, tokenizer_name)})
 
 
 def train_data_config() -> Any:

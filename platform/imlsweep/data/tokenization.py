@@ -25,10 +25,13 @@ import re
 import threading
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from transformers import PreTrainedTokenizerBase
 
 from imlsweep.data.encodings import Prompt
+
+if TYPE_CHECKING:  # imported where a tokenizer is loaded: a segment reading only the cache loads none
+    from transformers import PreTrainedTokenizerBase
 
 SPLICE_PROBES = [
     ("Definition: Decide whether the review is positive.\n\n Positive Example 1 -\nInput: Great film.\n Output: "
