@@ -1,11 +1,12 @@
-"""Every shipped OPT-IML sweep in miniature on the OPT-IML sample corpus, through the public CLI.
+"""Every shipped OPT-IML sweep in miniature on the OPT-IML sample corpus, through the public CLI (its entry
+point, in this process, on the session's Ray instance).
 
 The miniature is one sweep whose stages are the shipped specs' stages: each keeps its spec's base (as the
 stage's `set`), stage settings, cells and swept keys, with at most two of their values (MINIATURES says
 which), and replaces what makes it big: the corpus (sweeps/corpora/opt_iml_bench_sample.yaml), the model
 (tiny-llama), the run (2 steps of packed rows of 256 tokens on one CPU worker, fp32), the eval (2
 validation items of 6 tasks, 4 new tokens) and the add-on texts (the sample's). One `imlsweep sweep run`
-runs all of them (a run per spec would start Ray seven times); the corpus is built into the storage
+runs all of them (a run per spec would be seven Tune runs); the corpus is built into the storage
 and checked with `imlsweep corpus leakage`. The mixture search (sweeps/mixture_search.yaml) joins the same
 run with all its stages: 3 Dirichlet draws and the EPS mixture as proxies, then its proposal at both
 scales (the target scale: 3 steps instead of 2) and the EPS baseline at target scale.
@@ -13,11 +14,10 @@ scales (the target scale: 3 steps instead of 2) and the EPS baseline at target s
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -25,11 +25,11 @@ import pytest
 import yaml
 
 from imlsweep.assets import OPT_IML_SAMPLE_DIR
+from imlsweep.cli import main
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-IMLSWEEP = [sys.executable, "-m", "imlsweep.cli"]
 TEXTS = OPT_IML_SAMPLE_DIR / "texts"
 # spec -> the values each swept axis keeps, or the cells kept (by name)
 MINIATURES = {
@@ -112,23 +112,17 @@ def miniature_spec(folder: Path) -> Path:
     return path
 
 
-def cli_env() -> dict[str, str]:
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", TOKENIZERS_PARALLELISM="false", WANDB_MODE="offline",
-               RAY_raylet_start_wait_time_s="120")
-    env.pop("RAY_ADDRESS", None)
-    env.pop("WANDB_API_KEY", None)
-    return env
-
-
 def run_cli(*args: str) -> dict:
-    done = subprocess.run(IMLSWEEP + list(args) + ["--json"], env=cli_env(), capture_output=True, text=True,
-                          timeout=600, start_new_session=True)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout)
+    """`imlsweep ARGS --json` through the CLI's entry point in this process: Ray is the session's instance
+    (W&B offline and without credentials, as conftest sets them), not a local one started per command."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(list(args) + ["--json"]) == 0
+    return json.loads(out.getvalue())
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
+def swept(ray_local, tmp_path_factory):
     folder = tmp_path_factory.mktemp("opt_iml_miniature")
     storage = folder / "runs"
     status = run_cli("sweep", "run", str(miniature_spec(folder)), "--storage", str(storage))

@@ -120,10 +120,10 @@ def test_api_key_never_written(killed_and_resumed):
             assert SECRET.encode() not in path.read_bytes(), path
 
 
-def test_status_command(killed_and_resumed):
+def test_status_command(killed_and_resumed, capsys):
     sweep_dir = killed_and_resumed[0]
-    result = subprocess.run(IMLSWEEP + ["sweep", "status", str(sweep_dir), "--json"], capture_output=True, text=True)
-    status = json.loads(result.stdout)
+    assert main(["sweep", "status", str(sweep_dir), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
     assert status["counts"]["completed"] == 4 and not status["driver_running"]
     assert status["by_stage"] == {"pre": {"completed": 2}, "ft": {"completed": 2}}
 
